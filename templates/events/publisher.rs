@@ -1,0 +1,73 @@
+{{ header }}
+//! The publisher: one typed method per event this service produces.
+
+/// Publishes this service's events, each validated against its JSON
+/// Schema and confirmed by the broker before the call returns.
+///
+/// Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: crate::Broker,
+}
+
+impl Publisher {
+    /// A publisher over a connected broker.
+    pub fn new(broker: crate::Broker) -> Self {
+        Publisher { broker }
+    }
+{% for e in produced %}
+    /// Publish `{{ e.name }}` (version {{ e.version }}).
+{%- for l in e.doc %}
+    ///{% if !l.is_empty() %} {{ l }}{% endif %}
+{%- endfor %}
+    ///
+    /// Returns the envelope once the broker has confirmed the message.
+    pub async fn {{ e.method }}(
+        &self,
+        event: &crate::types::{{ e.type_name }},
+    ) -> ::std::result::Result<crate::Envelope, crate::Error> {
+        self.publish(event).await
+    }
+{% endfor %}
+{%- if produced.is_empty() %}
+    /// This service produces no events: every name is refused.
+    pub async fn publish_json(
+        &self,
+        name: &str,
+        data: ::serde_json::Value,
+    ) -> ::std::result::Result<crate::Envelope, crate::Error> {
+        let _ = (&self.broker, data);
+        Err(crate::Error::UnknownEvent(name.to_string()))
+    }
+{%- else %}
+    /// Publish a produced event given by name as JSON (for HTTP handlers
+    /// and tools): validated against its schema, then typed.
+    pub async fn publish_json(
+        &self,
+        name: &str,
+        data: ::serde_json::Value,
+    ) -> ::std::result::Result<crate::Envelope, crate::Error> {
+        crate::schemas::validate(name, &data)?;
+        match name {
+{%- for e in produced %}
+            {{ e.name_lit }} => {
+                let event: crate::types::{{ e.type_name }} = ::serde_json::from_value(data)?;
+                self.publish(&event).await
+            }
+{%- endfor %}
+            _ => Err(crate::Error::UnknownEvent(name.to_string())),
+        }
+    }
+
+    async fn publish<E: crate::Event>(
+        &self,
+        event: &E,
+    ) -> ::std::result::Result<crate::Envelope, crate::Error> {
+        let data = ::serde_json::to_value(event)?;
+        crate::schemas::validate(E::NAME, &data)?;
+        let envelope = crate::Envelope::new(E::NAME, E::VERSION, event.key(), data);
+        self.broker.publish(&envelope).await?;
+        Ok(envelope)
+    }
+{%- endif %}
+}

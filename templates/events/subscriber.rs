@@ -1,0 +1,228 @@
+{{ header }}
+//! The subscriber: decodes, validates and dispatches consumed events to
+//! [`Handlers`], and decides between ack, retry and dead letter.
+
+use ::std::future::Future;
+
+/// Handlers of the events this service consumes: one method per event.
+///
+/// When the catalog gains a consumed event, this trait gains a method and
+/// the compiler names it in your `impl Handlers`.
+pub trait Handlers: Send + Sync + 'static {
+{%- for e in consumed %}
+    /// Handle `{{ e.name }}` (version {{ e.version }}).
+{%- for l in e.doc %}
+    ///{% if !l.is_empty() %} {{ l }}{% endif %}
+{%- endfor %}
+    ///
+    /// `Ok` acks the message; an error retries it or dead-letters it, see
+    /// [`crate::HandlerError`].
+    fn {{ e.method }}(
+        &self,
+        event: crate::types::{{ e.type_name }},
+        ctx: &Context<'_>,
+    ) -> impl Future<Output = ::std::result::Result<(), crate::HandlerError>> + Send;
+{%- if !loop.last %}
+{% endif %}
+{%- endfor %}
+}
+
+/// What a handler knows about a message besides its payload.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Context<'a> {
+    /// The CloudEvents envelope: id, source, time, type, raw data.
+    pub envelope: &'a crate::Envelope,
+    /// 1 on the first delivery, 2 on the first retry, and so on.
+    pub attempt: u32,
+}
+
+/// Consumes this service's events and drives its [`Handlers`].
+pub struct Subscriber<H> {
+    broker: crate::Broker,
+    handlers: ::std::sync::Arc<H>,
+}
+
+impl<H: Handlers> Subscriber<H> {
+    /// A subscriber over a connected broker.
+    pub fn new(broker: crate::Broker, handlers: H) -> Self {
+        Subscriber {
+            broker,
+            handlers: ::std::sync::Arc::new(handlers),
+        }
+    }
+
+    /// Consume until `shutdown` resolves, then stop taking messages, finish
+    /// and ack the ones in flight, and return. Reconnects with backoff when
+    /// the broker goes away.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> ::std::result::Result<(), crate::Error> {
+        self.broker.consume(self.handlers, shutdown).await
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = ::tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        use ::tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => ::std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = ::std::future::pending::<()>();
+    ::tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Not a CloudEvents JSON envelope.
+    Undecodable,
+    /// The payload violates the event's schema.
+    SchemaInvalid,
+    /// An event type this service does not consume.
+    UnknownEvent,
+    /// The handler returned a permanent error.
+    Permanent,
+    /// The handler failed on every attempt.
+    Exhausted,
+}
+
+impl Reason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::Undecodable => "undecodable",
+            Reason::SchemaInvalid => "schema-invalid",
+            Reason::UnknownEvent => "unknown-event",
+            Reason::Permanent => "permanent-failure",
+            Reason::Exhausted => "retries-exhausted",
+        }
+    }
+}
+
+/// What the transport does with a message after dispatch.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Handled: ack.
+    Ack,
+    /// Retry after `delay_ms`.
+    Retry {
+        delay_ms: u64,
+        error: ::std::string::String,
+    },
+    /// Move to the dead-letter queue.
+    DeadLetter {
+        reason: Reason,
+        error: ::std::string::String,
+    },
+    /// Failed for good but dead-lettering is off: ack and log.
+    Discard {
+        reason: Reason,
+        error: ::std::string::String,
+    },
+}
+
+/// Retry policy of one consumed event, from the catalog.
+struct Policy {
+    max_attempts: u32,
+    /// Delay before attempt `n + 1` is `delays_ms[n - 1]`.
+    delays_ms: &'static [u64],
+    dead_letter: bool,
+}
+
+#[rustfmt::skip]
+fn policy(event: &str) -> ::std::option::Option<Policy> {
+    match event {
+{%- for e in consumed %}
+        {{ e.name_lit }} => Some(Policy {
+            max_attempts: {{ e.max_attempts }},
+            delays_ms: &[{{ e.delays }}],
+            dead_letter: {{ e.dead_letter }},
+        }),
+{%- endfor %}
+        _ => None,
+    }
+}
+
+/// Every retry delay any consumed event can use, ascending.
+#[rustfmt::skip]
+pub(crate) const RETRY_DELAYS_MS: &[u64] = &[{{ all_delays }}];
+
+fn decode<E: crate::Event>(
+    envelope: &crate::Envelope,
+) -> ::std::result::Result<E, ::std::string::String> {
+    crate::schemas::validate(E::NAME, &envelope.data).map_err(|e| e.to_string())?;
+    ::serde_json::from_value(envelope.data.clone()).map_err(|e| e.to_string())
+}
+
+/// Decode, validate and hand one message to its handler.
+pub(crate) async fn dispatch<H: Handlers>(handlers: &H, body: &[u8], attempt: u32) -> Outcome {
+    let envelope: crate::Envelope = match ::serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => return failed(None, Reason::Undecodable, e.to_string()),
+    };
+    let ctx = Context {
+        envelope: &envelope,
+        attempt,
+    };
+    let result = match envelope.kind.as_str() {
+{%- for e in consumed %}
+        {{ e.name_lit }} => match decode(&envelope) {
+            Ok(event) => handlers.{{ e.method }}(event, &ctx).await,
+            Err(e) => return failed(policy(&envelope.kind), Reason::SchemaInvalid, e),
+        },
+{%- endfor %}
+        other => {
+            let error = format!("`{other}` is not consumed by {}", crate::SERVICE);
+            let _ = handlers;
+            return failed(None, Reason::UnknownEvent, error);
+        }
+    };
+    let Some(policy) = policy(&envelope.kind) else {
+        return failed(None, Reason::UnknownEvent, envelope.kind.clone());
+    };
+    match result {
+        Ok(()) => Outcome::Ack,
+        Err(crate::HandlerError::Retryable(e)) if attempt < policy.max_attempts => {
+            let i = (attempt as usize)
+                .saturating_sub(1)
+                .min(policy.delays_ms.len().saturating_sub(1));
+            let delay_ms = policy.delays_ms.get(i).copied().unwrap_or(0);
+            Outcome::Retry {
+                delay_ms,
+                error: e.to_string(),
+            }
+        }
+        Err(crate::HandlerError::Retryable(e)) => {
+            failed(Some(policy), Reason::Exhausted, e.to_string())
+        }
+        Err(crate::HandlerError::Permanent(e)) => {
+            failed(Some(policy), Reason::Permanent, e.to_string())
+        }
+    }
+}
+
+fn failed(
+    policy: ::std::option::Option<Policy>,
+    reason: Reason,
+    error: ::std::string::String,
+) -> Outcome {
+    if policy.is_none_or(|p| p.dead_letter) {
+        Outcome::DeadLetter { reason, error }
+    } else {
+        Outcome::Discard { reason, error }
+    }
+}

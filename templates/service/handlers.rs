@@ -1,0 +1,19 @@
+//! Your event handlers: one method per consumed event.
+//!
+//! This file is yours: evgen wrote it once and never touches it again.
+//! When the catalog gains a consumed event, the compiler names the method
+//! to add here.
+
+use {{ events_mod }} as events;
+
+use events::{Context, HandlerError};
+
+/// State shared by every handler: database pools, clients, caches.
+#[derive(Default)]
+pub struct App {}
+
+impl events::Handlers for App {
+{%- for h in handlers %}
+{{ h }}
+{%- endfor %}
+}
