@@ -180,6 +180,29 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         }
     }
 
+    // Events whose names map to the same Rust identifiers.
+    let mut rust_names: BTreeMap<String, &str> = BTreeMap::new();
+    for e in &raw.events {
+        let n = &e.name.value;
+        if !valid_event_name(n) {
+            continue;
+        }
+        let method = naming::event_method(n);
+        for key in [method.clone(), format!("{method}_batch"), naming::event_type(n)] {
+            match rust_names.get(&key) {
+                Some(other) if other != n => errors.push(err(
+                    &e.name,
+                    n.len(),
+                    format!("events `{other}` and `{n}` both map to the Rust name `{key}`"),
+                    "rename one of them",
+                )),
+                _ => {
+                    rust_names.insert(key, n);
+                }
+            }
+        }
+    }
+
     // Schemas.
     let mut low = Lowerer::new(read, RESERVED_TYPES);
     let event_names: Vec<String> = raw.events.iter().map(|e| low.claim_name(&naming::event_type(&e.name.value))).collect();

@@ -7,7 +7,7 @@
 //! handler (or the forward to a retry or dead-letter queue) succeeded, so
 //! a crash at any point redelivers rather than loses.
 
-use crate::subscriber::{Handlers, Outcome, RETRY_DELAYS_MS, dispatch};
+use crate::subscriber::{Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS};
 use ::futures_util::StreamExt as _;
 use ::lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
@@ -100,6 +100,19 @@ fn header(props: &BasicProperties, name: &str) -> ::std::option::Option<::std::s
         AMQPValue::LongUInt(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The AMQP body and properties of an envelope: persistent, typed.
+fn message(
+    envelope: &crate::Envelope,
+) -> ::std::result::Result<(::std::vec::Vec<u8>, BasicProperties), crate::Error> {
+    let body = ::serde_json::to_vec(envelope)?;
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/cloudevents+json".into())
+        .with_message_id(envelope.id.as_str().into())
+        .with_type(envelope.kind.as_str().into());
+    Ok((body, props))
 }
 
 fn retry_queue(delay_ms: u64) -> ::std::string::String {
@@ -199,14 +212,46 @@ impl Broker {
         &self,
         envelope: &crate::Envelope,
     ) -> ::std::result::Result<(), crate::Error> {
-        let body = ::serde_json::to_vec(envelope)?;
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/cloudevents+json".into())
-            .with_message_id(envelope.id.as_str().into())
-            .with_type(envelope.kind.as_str().into());
+        let (body, props) = message(envelope)?;
         self.publish_raw(EXCHANGE, &envelope.kind, &body, props)
             .await
+    }
+
+    /// Publish envelopes in order with their confirms pipelined: all are
+    /// sent, then every confirm is awaited. `Ok` only when all were
+    /// confirmed; on error some may have been published (at least once).
+    pub(crate) async fn publish_many(
+        &self,
+        envelopes: &[crate::Envelope],
+    ) -> ::std::result::Result<(), crate::Error> {
+        let ch = self.channel().await?;
+        let mut confirms = ::std::vec::Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let (body, props) = message(envelope)?;
+            let options = BasicPublishOptions::default();
+            let routing_key = envelope.kind.as_str().into();
+            match ch
+                .basic_publish(EXCHANGE.into(), routing_key, options, &body, props)
+                .await
+            {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    self.forget().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        for confirm in confirms {
+            match confirm.await {
+                Ok(c) if c.is_ack() => {}
+                Ok(_) => return Err(crate::Error::NotConfirmed("the broker nacked".into())),
+                Err(e) => {
+                    self.forget().await;
+                    return Err(crate::Error::NotConfirmed(e.to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn publish_raw(
@@ -251,7 +296,7 @@ impl Broker {
     /// Consume until `shutdown` resolves; reconnect with backoff on loss.
     pub(crate) async fn consume<H: Handlers>(
         &self,
-        handlers: Arc<H>,
+        dispatcher: Arc<Dispatcher<H>>,
         shutdown: impl ::std::future::Future<Output = ()> + Send,
     ) -> ::std::result::Result<(), crate::Error> {
         let mut shutdown = ::std::pin::pin!(shutdown);
@@ -261,7 +306,7 @@ impl Broker {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.consume_once(&handlers, shutdown.as_mut()).await {
+            match self.consume_once(&dispatcher, shutdown.as_mut()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     ::tracing::warn!(error = %e, ?backoff, "consumer lost the broker; reconnecting");
@@ -277,7 +322,7 @@ impl Broker {
 
     async fn consume_once<H: Handlers>(
         &self,
-        handlers: &Arc<H>,
+        dispatcher: &Arc<Dispatcher<H>>,
         mut shutdown: ::std::pin::Pin<&mut impl ::std::future::Future<Output = ()>>,
     ) -> ::std::result::Result<(), crate::Error> {
         let (connection, forward) = open(&self.inner.url).await?;
@@ -295,7 +340,7 @@ impl Broker {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
-                        tasks.spawn(handle(handlers.clone(), forward.clone(), delivery));
+                        tasks.spawn(handle(dispatcher.clone(), forward.clone(), delivery));
                     }
                     Some(Err(e)) => break Err(crate::Error::from(e)),
                     None => break Err(crate::Error::Broker("the consumer was cancelled".into())),
@@ -366,7 +411,11 @@ impl Broker {
 }
 
 /// Handle one delivery and settle it.
-async fn handle<H: Handlers>(handlers: Arc<H>, forward: Channel, d: ::lapin::message::Delivery) {
+async fn handle<H: Handlers>(
+    dispatcher: Arc<Dispatcher<H>>,
+    forward: Channel,
+    d: ::lapin::message::Delivery,
+) {
     let attempt: u32 = header(&d.properties, H_ATTEMPT)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1);
@@ -374,7 +423,7 @@ async fn handle<H: Handlers>(handlers: Arc<H>, forward: Channel, d: ::lapin::mes
         header(&d.properties, H_ROUTING_KEY).unwrap_or_else(|| d.routing_key.to_string());
     let first_failure =
         header(&d.properties, H_FIRST_FAILURE).unwrap_or_else(|| ::chrono::Utc::now().to_rfc3339());
-    let outcome = dispatch(&*handlers, &d.data, attempt).await;
+    let outcome = dispatcher.dispatch(&d.data, attempt).await;
     let (queue, headers) = match &outcome {
         Outcome::Ack => (None, None),
         Outcome::Retry { delay_ms, error } => {

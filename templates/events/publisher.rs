@@ -28,6 +28,16 @@ impl Publisher {
     ) -> ::std::result::Result<crate::Envelope, crate::Error> {
         self.publish(event).await
     }
+
+    /// Publish many `{{ e.name }}` events in order, with the broker's
+    /// confirms pipelined: much faster than one call per event. Returns the
+    /// envelopes once every message is confirmed.
+    pub async fn {{ e.method }}_batch(
+        &self,
+        events: &[crate::types::{{ e.type_name }}],
+    ) -> ::std::result::Result<::std::vec::Vec<crate::Envelope>, crate::Error> {
+        self.publish_batch(events).await
+    }
 {% endfor %}
 {%- if produced.is_empty() %}
     /// This service produces no events: every name is refused.
@@ -68,6 +78,20 @@ impl Publisher {
         let envelope = crate::Envelope::new(E::NAME, E::VERSION, event.key(), data);
         self.broker.publish(&envelope).await?;
         Ok(envelope)
+    }
+
+    async fn publish_batch<E: crate::Event>(
+        &self,
+        events: &[E],
+    ) -> ::std::result::Result<::std::vec::Vec<crate::Envelope>, crate::Error> {
+        let mut envelopes = ::std::vec::Vec::with_capacity(events.len());
+        for event in events {
+            let data = ::serde_json::to_value(event)?;
+            crate::schemas::validate(E::NAME, &data)?;
+            envelopes.push(crate::Envelope::new(E::NAME, E::VERSION, event.key(), data));
+        }
+        self.broker.publish_many(&envelopes).await?;
+        Ok(envelopes)
     }
 {%- endif %}
 }

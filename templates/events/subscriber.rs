@@ -40,7 +40,7 @@ pub struct Context<'a> {
 /// Consumes this service's events and drives its [`Handlers`].
 pub struct Subscriber<H> {
     broker: crate::Broker,
-    handlers: ::std::sync::Arc<H>,
+    dispatcher: ::std::sync::Arc<Dispatcher<H>>,
 }
 
 impl<H: Handlers> Subscriber<H> {
@@ -48,7 +48,7 @@ impl<H: Handlers> Subscriber<H> {
     pub fn new(broker: crate::Broker, handlers: H) -> Self {
         Subscriber {
             broker,
-            handlers: ::std::sync::Arc::new(handlers),
+            dispatcher: ::std::sync::Arc::new(Dispatcher { handlers }),
         }
     }
 
@@ -59,7 +59,7 @@ impl<H: Handlers> Subscriber<H> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> ::std::result::Result<(), crate::Error> {
-        self.broker.consume(self.handlers, shutdown).await
+        self.broker.consume(self.dispatcher, shutdown).await
     }
 }
 
@@ -168,8 +168,21 @@ fn decode<E: crate::Event>(
     ::serde_json::from_value(envelope.data.clone()).map_err(|e| e.to_string())
 }
 
+/// Turns raw messages into handler calls; shared by the consumer tasks.
+pub(crate) struct Dispatcher<H> {
+    handlers: H,
+}
+
+impl<H: Handlers> Dispatcher<H> {
+    /// Decode, validate and hand one message to its handler; the caller
+    /// settles the message according to the outcome.
+    pub(crate) async fn dispatch(&self, body: &[u8], attempt: u32) -> Outcome {
+        dispatch(&self.handlers, body, attempt).await
+    }
+}
+
 /// Decode, validate and hand one message to its handler.
-pub(crate) async fn dispatch<H: Handlers>(handlers: &H, body: &[u8], attempt: u32) -> Outcome {
+async fn dispatch<H: Handlers>(handlers: &H, body: &[u8], attempt: u32) -> Outcome {
     let envelope: crate::Envelope = match ::serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => return failed(None, Reason::Undecodable, e.to_string()),
