@@ -99,6 +99,13 @@ pub struct RawEvent {
     /// Property of the payload used as ordering / partition key.
     #[serde(default)]
     pub key: Option<Spanned<String>>,
+    /// Kafka topic / Redis stream carrying the event (default
+    /// `<exchange>.<entity>`).
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    /// Partitions of the Kafka topic when evgen creates it (default 3).
+    #[serde(default)]
+    pub partitions: Option<Spanned<u32>>,
 }
 
 /// One entry of `consumes:`.

@@ -223,6 +223,10 @@ pub struct Event {
     pub key: Option<KeyField>,
     /// Virtual path of the schema document (`schemas/order.placed.json`).
     pub schema_path: String,
+    /// Kafka topic / Redis stream (`events.order` by default).
+    pub topic: String,
+    /// Partitions of the Kafka topic.
+    pub partitions: u32,
     /// Produced by this service.
     pub produced: bool,
     /// Consumed by this service, with its delivery settings.

@@ -157,6 +157,16 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         } else if seen.insert(n, ()).is_some() {
             errors.push(err(&e.name, n.len(), format!("event `{n}` is declared twice"), "remove or rename one of the declarations"));
         }
+        if let Some(t) = &e.topic
+            && (t.value.is_empty() || t.value.len() > 200 || !t.value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            errors.push(err(t, t.value.len().max(1), format!("invalid topic `{}`", t.value), "use letters, digits, `.`, `_` and `-`"));
+        }
+        if let Some(p) = &e.partitions
+            && !(1..=1000).contains(&p.value)
+        {
+            errors.push(err(p, 1, format!("partitions is {}", p.value), "use 1 to 1000"));
+        }
         if !valid_semver(&e.version.value) {
             errors.push(err(&e.version, e.version.value.len().max(1), format!("invalid version `{}`", e.version.value), "use a semantic version such as `1.0.0`"));
         }
@@ -288,6 +298,11 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             konst: naming::event_const(&e.name.value),
             key,
             schema_path: doc,
+            topic: e.topic.as_ref().map_or_else(
+                || format!("{exchange}.{}", e.name.value.split('.').next().unwrap_or_default()),
+                |t| t.value.clone(),
+            ),
+            partitions: e.partitions.as_ref().map_or(3, |p| p.value),
             produced: produced.contains(e.name.value.as_str()),
             consumed: consumed.get(e.name.value.as_str()).cloned(),
         });
