@@ -83,8 +83,9 @@ impl Scope {
             return ident.to_string();
         }
         let snake = base.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
+        let stem = base.trim_end_matches('_');
         for n in 2.. {
-            let cand = if snake { format!("{base}_{n}") } else { format!("{base}{n}") };
+            let cand = if snake { format!("{stem}_{n}") } else { format!("{stem}{n}") };
             if self.taken.insert(cand.clone()) {
                 return cand;
             }

@@ -303,6 +303,7 @@ struct CargoTpl<'a> {
 #[template(path = "events/lib.rs", escape = "none")]
 struct LibTpl<'a> {
     header: String,
+    event_types: Vec<String>,
     s: &'a Service,
     service_lit: String,
     source_lit: String,
@@ -407,6 +408,38 @@ struct HandlersTpl {
     handlers: Vec<String>,
 }
 
+/// Sort as rustfmt sorts `use` items: digit runs compare as numbers.
+fn version_sorted(items: impl Iterator<Item = String>) -> Vec<String> {
+    fn chunks(s: &str) -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let d = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((ld, run)) if *ld == d => run.push(c),
+                _ => out.push((d, c.to_string())),
+            }
+        }
+        out
+    }
+    let mut v: Vec<String> = items.collect();
+    v.sort_by(|a, b| {
+        let (ca, cb) = (chunks(a), chunks(b));
+        for ((da, ra), (db, rb)) in ca.iter().zip(cb.iter()) {
+            let ord = if *da && *db {
+                let (ta, tb) = (ra.trim_start_matches('0'), rb.trim_start_matches('0'));
+                ta.len().cmp(&tb.len()).then(ta.cmp(tb)).then(rb.len().cmp(&ra.len()))
+            } else {
+                ra.cmp(rb)
+            };
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        ca.len().cmp(&cb.len())
+    });
+    v
+}
+
 /// Per-broker facts the templates need.
 struct BrokerInfo {
     deps: &'static str,
@@ -437,7 +470,7 @@ fn list_lines<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// The method a user implements for a consumed event (handlers.rs text).
 pub fn handler_method(e: &Event) -> String {
     format!(
-        "    async fn {m}(\n        &self,\n        event: events::{t},\n        ctx: &Context<'_>,\n    ) -> Result<(), HandlerError> {{\n        tracing::info!(id = %ctx.envelope.id, kind = %ctx.envelope.kind, ?event, \"handled\");\n        Ok(())\n    }}",
+        "    async fn {m}(\n        &self,\n        event: events::{t},\n        ctx: &events::Context<'_>,\n    ) -> Result<(), events::HandlerError> {{\n        tracing::info!(id = %ctx.envelope.id, kind = %ctx.envelope.kind, ?event, \"handled\");\n        Ok(())\n    }}",
         m = e.method,
         t = e.type_name
     )
@@ -471,6 +504,7 @@ pub fn files(s: &Service) -> Vec<File> {
             "events/src/lib.rs",
             render(&LibTpl {
                 header: h.clone(),
+                event_types: version_sorted(s.events.iter().map(|e| e.type_name.clone())),
                 s,
                 service_lit: str_lit(&s.name),
                 source_lit: str_lit(&s.source),

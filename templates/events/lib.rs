@@ -20,8 +20,8 @@ pub use error::{Error, HandlerError};
 pub use event::Event;
 pub use publisher::Publisher;
 pub use subscriber::{Context, Handlers, Subscriber, shutdown_signal};
-{%- for e in s.events %}
-pub use types::{{ e.type_name }};
+{%- for t in event_types %}
+pub use types::{{ t }};
 {%- endfor %}
 
 /// The service name from the catalog.

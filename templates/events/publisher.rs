@@ -15,6 +15,29 @@ impl Publisher {
     pub fn new(broker: crate::Broker) -> Self {
         Publisher { broker }
     }
+
+    /// Publish a prepared envelope (from an outbox, a replay tool or a
+    /// bridge). Its type must be an event this service produces and its
+    /// data must match that event's schema.
+    pub async fn publish_envelope(
+        &self,
+        envelope: &crate::Envelope,
+    ) -> ::std::result::Result<(), crate::Error> {
+        check_envelope(envelope)?;
+        self.broker.publish(envelope).await
+    }
+
+    /// Publish prepared envelopes in order with the broker's confirms
+    /// pipelined; see [`Publisher::publish_envelope`].
+    pub async fn publish_envelopes(
+        &self,
+        envelopes: &[crate::Envelope],
+    ) -> ::std::result::Result<(), crate::Error> {
+        for envelope in envelopes {
+            check_envelope(envelope)?;
+        }
+        self.broker.publish_many(envelopes).await
+    }
 {% for e in produced %}
     /// Publish `{{ e.name }}` (version {{ e.version }}).
 {%- for l in e.doc %}
@@ -94,4 +117,11 @@ impl Publisher {
         Ok(envelopes)
     }
 {%- endif %}
+}
+
+fn check_envelope(envelope: &crate::Envelope) -> ::std::result::Result<(), crate::Error> {
+    if !crate::PRODUCES.contains(&envelope.kind.as_str()) {
+        return Err(crate::Error::UnknownEvent(envelope.kind.clone()));
+    }
+    crate::schemas::validate(&envelope.kind, &envelope.data)
 }

@@ -9,6 +9,7 @@ use ::std::future::Future;
 /// When the catalog gains a consumed event, this trait gains a method and
 /// the compiler names it in your `impl Handlers`.
 pub trait Handlers: Send + Sync + 'static {
+{%- if consumed.is_empty() %}}{% endif %}
 {%- for e in consumed %}
     /// Handle `{{ e.name }}` (version {{ e.version }}).
 {%- for l in e.doc %}
@@ -25,7 +26,8 @@ pub trait Handlers: Send + Sync + 'static {
 {%- if !loop.last %}
 {% endif %}
 {%- endfor %}
-}
+{%- if !consumed.is_empty() %}
+}{% endif %}
 
 /// What a handler knows about a message besides its payload.
 #[derive(Debug)]
@@ -135,8 +137,10 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Retry policy of one consumed event, from the catalog.
+/// Retry policy of one event, from the catalog.
 struct Policy {
+    /// The service consumes the event.
+    consumed: bool,
     max_attempts: u32,
     /// Delay before attempt `n + 1` is `delays_ms[n - 1]`.
     delays_ms: &'static [u64],
@@ -144,29 +148,19 @@ struct Policy {
 }
 
 #[rustfmt::skip]
-fn policy(event: &str) -> ::std::option::Option<Policy> {
-    match event {
+fn policy(event: &str) -> Policy {
 {%- for e in consumed %}
-        {{ e.name_lit }} => Some(Policy {
-            max_attempts: {{ e.max_attempts }},
-            delays_ms: &[{{ e.delays }}],
-            dead_letter: {{ e.dead_letter }},
-        }),
-{%- endfor %}
-        _ => None,
+    if event == {{ e.name_lit }} {
+        return Policy { consumed: true, max_attempts: {{ e.max_attempts }}, delays_ms: &[{{ e.delays }}], dead_letter: {{ e.dead_letter }} };
     }
+{%- endfor %}
+    let _ = event;
+    Policy { consumed: false, max_attempts: 1, delays_ms: &[], dead_letter: true }
 }
 
 /// Every retry delay any consumed event can use, ascending.
 #[rustfmt::skip]
 pub(crate) const RETRY_DELAYS_MS: &[u64] = &[{{ all_delays }}];
-
-fn decode<E: crate::Event>(
-    envelope: &crate::Envelope,
-) -> ::std::result::Result<E, ::std::string::String> {
-    crate::schemas::validate(E::NAME, &envelope.data).map_err(|e| e.to_string())?;
-    ::serde_json::from_value(envelope.data.clone()).map_err(|e| e.to_string())
-}
 
 /// Turns raw messages into handler calls; shared by the consumer tasks.
 pub(crate) struct Dispatcher<H> {
@@ -177,55 +171,63 @@ impl<H: Handlers> Dispatcher<H> {
     /// Decode, validate and hand one message to its handler; the caller
     /// settles the message according to the outcome.
     pub(crate) async fn dispatch(&self, body: &[u8], attempt: u32) -> Outcome {
-        dispatch(&self.handlers, body, attempt).await
+        let envelope: crate::Envelope = match ::serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(e) => return failed(None, Reason::Undecodable, e.to_string()),
+        };
+        let policy = policy(&envelope.kind);
+        if !policy.consumed {
+            let error = format!("`{}` is not consumed by {}", envelope.kind, crate::SERVICE);
+            return failed(None, Reason::UnknownEvent, error);
+        }
+        if let Err(e) = crate::schemas::validate(&envelope.kind, &envelope.data) {
+            return failed(Some(policy), Reason::SchemaInvalid, e.to_string());
+        }
+        let ctx = Context {
+            envelope: &envelope,
+            attempt,
+        };
+        let result = match call(&self.handlers, &ctx).await {
+            Ok(result) => result,
+            Err(e) => return failed(Some(policy), Reason::SchemaInvalid, e),
+        };
+        match result {
+            Ok(()) => Outcome::Ack,
+            Err(crate::HandlerError::Retryable(e)) if attempt < policy.max_attempts => {
+                let i = (attempt as usize)
+                    .saturating_sub(1)
+                    .min(policy.delays_ms.len().saturating_sub(1));
+                let delay_ms = policy.delays_ms.get(i).copied().unwrap_or(0);
+                Outcome::Retry {
+                    delay_ms,
+                    error: e.to_string(),
+                }
+            }
+            Err(crate::HandlerError::Retryable(e)) => {
+                failed(Some(policy), Reason::Exhausted, e.to_string())
+            }
+            Err(crate::HandlerError::Permanent(e)) => {
+                failed(Some(policy), Reason::Permanent, e.to_string())
+            }
+        }
     }
 }
 
-/// Decode, validate and hand one message to its handler.
-async fn dispatch<H: Handlers>(handlers: &H, body: &[u8], attempt: u32) -> Outcome {
-    let envelope: crate::Envelope = match ::serde_json::from_slice(body) {
-        Ok(e) => e,
-        Err(e) => return failed(None, Reason::Undecodable, e.to_string()),
-    };
-    let ctx = Context {
-        envelope: &envelope,
-        attempt,
-    };
-    let result = match envelope.kind.as_str() {
+/// Type the payload and call its handler; `Err` when the payload does not
+/// fit the generated type.
+async fn call<H: Handlers>(
+    handlers: &H,
+    ctx: &Context<'_>,
+) -> ::std::result::Result<::std::result::Result<(), crate::HandlerError>, ::std::string::String> {
+    let data = ctx.envelope.data.clone();
 {%- for e in consumed %}
-        {{ e.name_lit }} => match decode(&envelope) {
-            Ok(event) => handlers.{{ e.method }}(event, &ctx).await,
-            Err(e) => return failed(policy(&envelope.kind), Reason::SchemaInvalid, e),
-        },
-{%- endfor %}
-        other => {
-            let error = format!("`{other}` is not consumed by {}", crate::SERVICE);
-            let _ = handlers;
-            return failed(None, Reason::UnknownEvent, error);
-        }
-    };
-    let Some(policy) = policy(&envelope.kind) else {
-        return failed(None, Reason::UnknownEvent, envelope.kind.clone());
-    };
-    match result {
-        Ok(()) => Outcome::Ack,
-        Err(crate::HandlerError::Retryable(e)) if attempt < policy.max_attempts => {
-            let i = (attempt as usize)
-                .saturating_sub(1)
-                .min(policy.delays_ms.len().saturating_sub(1));
-            let delay_ms = policy.delays_ms.get(i).copied().unwrap_or(0);
-            Outcome::Retry {
-                delay_ms,
-                error: e.to_string(),
-            }
-        }
-        Err(crate::HandlerError::Retryable(e)) => {
-            failed(Some(policy), Reason::Exhausted, e.to_string())
-        }
-        Err(crate::HandlerError::Permanent(e)) => {
-            failed(Some(policy), Reason::Permanent, e.to_string())
-        }
+    if ctx.envelope.kind == {{ e.name_lit }} {
+        let event = ::serde_json::from_value(data).map_err(|e| e.to_string())?;
+        return Ok(handlers.{{ e.method }}(event, ctx).await);
     }
+{%- endfor %}
+    let _ = (handlers, data);
+    Err(format!("`{}` has no handler", ctx.envelope.kind))
 }
 
 fn failed(

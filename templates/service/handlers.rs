@@ -6,14 +6,13 @@
 
 use {{ events_mod }} as events;
 
-use events::{Context, HandlerError};
-
 /// State shared by every handler: database pools, clients, caches.
 #[derive(Default)]
 pub struct App {}
 
 impl events::Handlers for App {
+{%- if handlers.is_empty() %}}{% else %}
 {%- for h in handlers %}
 {{ h }}
 {%- endfor %}
-}
+}{% endif %}
