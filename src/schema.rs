@@ -29,10 +29,14 @@ pub type ReadFile<'a> = dyn Fn(&str) -> std::io::Result<String> + 'a;
 /// Normalize `base_dir/rel` into a path inside the catalog folder, or say why not.
 pub fn join_inside(base_path: &str, rel: &str) -> Result<String, String> {
     if rel.contains("://") || rel.starts_with("//") {
-        return Err(format!("`{rel}` is a remote reference; evgen never reads the network"));
+        return Err(format!(
+            "`{rel}` is a remote reference; evgen never reads the network"
+        ));
     }
     if rel.starts_with('/') || rel.contains('\\') || rel.get(1..2) == Some(":") {
-        return Err(format!("`{rel}` is an absolute path; use a path relative to the catalog"));
+        return Err(format!(
+            "`{rel}` is an absolute path; use a path relative to the catalog"
+        ));
     }
     let mut parts: Vec<&str> = base_path.split('/').collect();
     parts.pop(); // the file name
@@ -61,7 +65,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len() + 0
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -108,12 +114,42 @@ fn find_anchor(v: &Value, anchor: &str, ptr: &str, out: &mut Option<String>) {
 /// Keywords that only annotate or constrain values without changing the
 /// shape of the Rust type; runtime validation enforces them.
 const NEUTRAL: &[&str] = &[
-    "$schema", "$id", "$anchor", "$comment", "$defs", "definitions", "title", "description",
-    "default", "examples", "deprecated", "readOnly", "writeOnly", "format", "minLength",
-    "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "multipleOf", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
-    "contentEncoding", "contentMediaType", "contentSchema", "$vocabulary", "$dynamicAnchor",
-    "contains", "minContains", "maxContains", "propertyNames",
+    "$schema",
+    "$id",
+    "$anchor",
+    "$comment",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "format",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    "$vocabulary",
+    "$dynamicAnchor",
+    "contains",
+    "minContains",
+    "maxContains",
+    "propertyNames",
 ];
 
 /// Lowers schema nodes into [`Types`].
@@ -163,7 +199,9 @@ impl<'a> Lowerer<'a> {
 
     /// The named type `j` was created for the root of `doc`.
     pub fn is_root_def(&self, j: usize, doc: &str) -> bool {
-        self.created_at.get(&j).is_some_and(|(d, p)| d == doc && p.is_empty())
+        self.created_at
+            .get(&j)
+            .is_some_and(|(d, p)| d == doc && p.is_empty())
     }
 
     /// Add an already parsed document.
@@ -181,10 +219,19 @@ impl<'a> Lowerer<'a> {
             Ok(t) => t,
             Err(e) => {
                 let (file, ptr) = from.unwrap_or((path, ""));
-                let pos = self.docs.get(file).and_then(|d| d.text.as_deref()).map(|t| locate_json_pointer(t, ptr));
+                let pos = self
+                    .docs
+                    .get(file)
+                    .and_then(|d| d.text.as_deref())
+                    .map(|t| locate_json_pointer(t, ptr));
                 self.errors.push(
-                    Diagnostic::at(file, pos, 1, format!("cannot read schema file `{path}`: {e}"))
-                        .help("create the file, or fix the path (relative to the file that names it)"),
+                    Diagnostic::at(
+                        file,
+                        pos,
+                        1,
+                        format!("cannot read schema file `{path}`: {e}"),
+                    )
+                    .help("create the file, or fix the path (relative to the file that names it)"),
                 );
                 return false;
             }
@@ -192,7 +239,10 @@ impl<'a> Lowerer<'a> {
         let value: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
-                let pos = crate::diag::Pos { line: e.line().max(1), col: e.column().max(1) };
+                let pos = crate::diag::Pos {
+                    line: e.line().max(1),
+                    col: e.column().max(1),
+                };
                 self.errors.push(
                     Diagnostic::at(path, Some(pos), 1, format!("invalid JSON: {e}"))
                         .help("a schema file is one JSON document"),
@@ -200,7 +250,13 @@ impl<'a> Lowerer<'a> {
                 return false;
             }
         };
-        let doc = Doc { display: path.to_string(), path: path.to_string(), value, text: Some(text), origin: None };
+        let doc = Doc {
+            display: path.to_string(),
+            path: path.to_string(),
+            value,
+            text: Some(text),
+            origin: None,
+        };
         let ok = self.check_meta(&doc);
         self.docs.insert(path.to_string(), doc);
         ok
@@ -210,10 +266,16 @@ impl<'a> Lowerer<'a> {
     pub fn check_meta(&mut self, doc: &Doc) -> bool {
         let mut ok = true;
         if let Some(s) = doc.value.get("$schema").and_then(Value::as_str)
-            && !(s.contains("draft-07") || s.contains("draft/2020-12") || s.contains("draft/2019-09")
-                || s.contains("draft-06") || s.contains("draft-04"))
+            && !(s.contains("draft-07")
+                || s.contains("draft/2020-12")
+                || s.contains("draft/2019-09")
+                || s.contains("draft-06")
+                || s.contains("draft-04"))
         {
-            let pos = doc.text.as_deref().map(|t| locate_json_pointer(t, "/$schema"));
+            let pos = doc
+                .text
+                .as_deref()
+                .map(|t| locate_json_pointer(t, "/$schema"));
             self.errors.push(
                 Diagnostic::at(&doc.display, pos, s.len() + 2, format!("unknown `$schema` `{s}`"))
                     .help("use \"http://json-schema.org/draft-07/schema#\" or \"https://json-schema.org/draft/2020-12/schema\""),
@@ -226,18 +288,32 @@ impl<'a> Lowerer<'a> {
                     ok = false;
                     let ptr = e.instance_path().to_string();
                     let pos = doc.text.as_deref().map(|t| locate_json_pointer(t, &ptr));
-                    let at = if ptr.is_empty() { "the root".to_string() } else { format!("`{ptr}`") };
+                    let at = if ptr.is_empty() {
+                        "the root".to_string()
+                    } else {
+                        format!("`{ptr}`")
+                    };
                     self.errors.push(
-                        Diagnostic::at(&doc.display, pos, 1, format!("not a valid JSON Schema at {at}: {e}"))
-                            .help("fix the schema so that it validates against its meta-schema"),
+                        Diagnostic::at(
+                            &doc.display,
+                            pos,
+                            1,
+                            format!("not a valid JSON Schema at {at}: {e}"),
+                        )
+                        .help("fix the schema so that it validates against its meta-schema"),
                     );
                 }
             }
             Err(e) => {
                 ok = false;
                 self.errors.push(
-                    Diagnostic::at(&doc.display, None, 1, format!("not a valid JSON Schema: {e}"))
-                        .help("use draft-07 or 2020-12"),
+                    Diagnostic::at(
+                        &doc.display,
+                        None,
+                        1,
+                        format!("not a valid JSON Schema: {e}"),
+                    )
+                    .help("use draft-07 or 2020-12"),
                 );
             }
         }
@@ -245,15 +321,22 @@ impl<'a> Lowerer<'a> {
     }
 
     fn root_of(&self, doc: &str) -> String {
-        self.docs.get(doc).and_then(|d| d.origin.clone()).unwrap_or_else(|| doc.to_string())
+        self.docs
+            .get(doc)
+            .and_then(|d| d.origin.clone())
+            .unwrap_or_else(|| doc.to_string())
     }
 
     fn err(&mut self, doc: &str, ptr: &str, msg: String, help: &str) {
         let (display, pos) = match self.docs.get(doc) {
-            Some(d) => (d.display.clone(), d.text.as_deref().map(|t| locate_json_pointer(t, ptr))),
+            Some(d) => (
+                d.display.clone(),
+                d.text.as_deref().map(|t| locate_json_pointer(t, ptr)),
+            ),
             None => (doc.to_string(), None),
         };
-        self.errors.push(Diagnostic::at(display, pos, 1, msg).help(help));
+        self.errors
+            .push(Diagnostic::at(display, pos, 1, msg).help(help));
     }
 
     fn node(&self, doc: &str, ptr: &str) -> Option<&Value> {
@@ -271,7 +354,11 @@ impl<'a> Lowerer<'a> {
         let target_doc = if file.is_empty() {
             doc.to_string()
         } else {
-            let base = self.docs.get(doc).map(|d| d.path.clone()).unwrap_or_default();
+            let base = self
+                .docs
+                .get(doc)
+                .map(|d| d.path.clone())
+                .unwrap_or_default();
             match join_inside(&base, file) {
                 Ok(p) => {
                     if !self.load(&p, Some((doc, at))) {
@@ -301,7 +388,12 @@ impl<'a> Lowerer<'a> {
             match found {
                 Some(p) => p,
                 None => {
-                    self.err(doc, at, format!("$ref `{r}`: no `$anchor` named `{frag}`"), "add the anchor or fix the reference");
+                    self.err(
+                        doc,
+                        at,
+                        format!("$ref `{r}`: no `$anchor` named `{frag}`"),
+                        "add the anchor or fix the reference",
+                    );
                     return Err(());
                 }
             }
@@ -347,14 +439,27 @@ impl<'a> Lowerer<'a> {
         t
     }
 
-    fn reserve(&mut self, hint: &str, node: &Map<String, Value>, memo_key: Option<(String, String)>) -> usize {
+    fn reserve(
+        &mut self,
+        hint: &str,
+        node: &Map<String, Value>,
+        memo_key: Option<(String, String)>,
+    ) -> usize {
         let fixed = match (&self.root_name, &memo_key) {
             (Some((k, _)), Some(m)) if k == m => self.root_name.take().map(|(_, n)| n),
             _ => None,
         };
         let name = fixed.unwrap_or_else(|| self.names.claim(&naming::type_ident(hint)));
-        let doc = node.get("description").and_then(Value::as_str).map(naming::doc_lines).unwrap_or_default();
-        self.types.defs.push(TypeDef { name, doc, kind: TypeKind::Pending });
+        let doc = node
+            .get("description")
+            .and_then(Value::as_str)
+            .map(naming::doc_lines)
+            .unwrap_or_default();
+        self.types.defs.push(TypeDef {
+            name,
+            doc,
+            kind: TypeKind::Pending,
+        });
         let idx = self.types.defs.len() - 1;
         if let Some(k) = memo_key {
             self.created_at.insert(idx, k.clone());
@@ -370,7 +475,14 @@ impl<'a> Lowerer<'a> {
 
     /// Lower one node (`memo_key` is set when the node is addressable, so
     /// named types are shared by every reference to it).
-    fn lower(&mut self, doc: &str, ptr: &str, node: &Value, hint: &str, memo_key: Option<(String, String)>) -> Ty {
+    fn lower(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        node: &Value,
+        hint: &str,
+        memo_key: Option<(String, String)>,
+    ) -> Ty {
         let m = match node {
             Value::Object(m) => m,
             _ => return self.value(),
@@ -389,7 +501,19 @@ impl<'a> Lowerer<'a> {
         }
         // Keywords whose meaning a Rust type would change: the whole node is
         // validated at runtime and carried as a JSON value.
-        for k in ["not", "if", "then", "else", "dependentSchemas", "dependencies", "dependentRequired", "unevaluatedProperties", "unevaluatedItems", "patternProperties", "prefixItems"] {
+        for k in [
+            "not",
+            "if",
+            "then",
+            "else",
+            "dependentSchemas",
+            "dependencies",
+            "dependentRequired",
+            "unevaluatedProperties",
+            "unevaluatedItems",
+            "patternProperties",
+            "prefixItems",
+        ] {
             if m.contains_key(k) {
                 return self.value();
             }
@@ -401,7 +525,13 @@ impl<'a> Lowerer<'a> {
         };
         let nullable = types.contains(&"null");
         let non_null: Vec<&str> = types.iter().copied().filter(|t| *t != "null").collect();
-        let wrap = |t: Ty| if nullable && !matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) { Ty::Option(Box::new(t)) } else { t };
+        let wrap = |t: Ty| {
+            if nullable && !matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) {
+                Ty::Option(Box::new(t))
+            } else {
+                t
+            }
+        };
 
         // const / enum
         let consts: Option<Vec<Value>> = match (m.get("const"), m.get("enum")) {
@@ -414,7 +544,9 @@ impl<'a> Lowerer<'a> {
         }
 
         // allOf / oneOf / anyOf
-        let has_shape = m.contains_key("properties") || m.contains_key("items") || m.contains_key("additionalProperties");
+        let has_shape = m.contains_key("properties")
+            || m.contains_key("items")
+            || m.contains_key("additionalProperties");
         if let Some(Value::Array(all)) = m.get("allOf") {
             if m.contains_key("oneOf") || m.contains_key("anyOf") {
                 return self.value();
@@ -423,7 +555,10 @@ impl<'a> Lowerer<'a> {
         }
         for kw in ["oneOf", "anyOf"] {
             if let Some(Value::Array(alts)) = m.get(kw) {
-                if has_shape || !non_null.is_empty() && non_null.len() != 1 || (m.contains_key("oneOf") && m.contains_key("anyOf")) {
+                if has_shape
+                    || !non_null.is_empty() && non_null.len() != 1
+                    || (m.contains_key("oneOf") && m.contains_key("anyOf"))
+                {
                     return self.value();
                 }
                 return self.lower_union(doc, ptr, kw, m, alts, hint, memo_key, &non_null);
@@ -431,7 +566,10 @@ impl<'a> Lowerer<'a> {
         }
 
         let inferred = if non_null.is_empty() {
-            if m.contains_key("properties") || m.contains_key("additionalProperties") || m.contains_key("required") {
+            if m.contains_key("properties")
+                || m.contains_key("additionalProperties")
+                || m.contains_key("required")
+            {
                 Some("object")
             } else if m.contains_key("items") {
                 Some("array")
@@ -442,12 +580,17 @@ impl<'a> Lowerer<'a> {
             }
         } else if non_null.len() == 1 {
             Some(non_null[0])
-        } else if non_null.len() == 2 && non_null.contains(&"integer") && non_null.contains(&"number") {
+        } else if non_null.len() == 2
+            && non_null.contains(&"integer")
+            && non_null.contains(&"number")
+        {
             Some("number")
         } else {
             None
         };
-        let Some(t) = inferred else { return self.value() };
+        let Some(t) = inferred else {
+            return self.value();
+        };
         // Other type-specific keywords beside a different `type` mean the
         // node accepts more than one shape: keep it as a value.
         if t != "object" && has_shape && t != "array" {
@@ -478,14 +621,28 @@ impl<'a> Lowerer<'a> {
         wrap(ty)
     }
 
-    fn lower_enum(&mut self, values: &[Value], m: &Map<String, Value>, hint: &str, memo_key: Option<(String, String)>, nullable: bool) -> Ty {
+    fn lower_enum(
+        &mut self,
+        values: &[Value],
+        m: &Map<String, Value>,
+        hint: &str,
+        memo_key: Option<(String, String)>,
+        nullable: bool,
+    ) -> Ty {
         let has_null = nullable || values.iter().any(Value::is_null);
         let strings: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
-        let others = values.iter().filter(|v| !v.is_null() && !v.is_string()).count();
+        let others = values
+            .iter()
+            .filter(|v| !v.is_null() && !v.is_string())
+            .count();
         if others > 0 || strings.is_empty() {
             if !values.is_empty() && values.iter().all(Value::is_boolean) {
                 self.precise += 1;
-                return if has_null { Ty::Option(Box::new(Ty::Bool)) } else { Ty::Bool };
+                return if has_null {
+                    Ty::Option(Box::new(Ty::Bool))
+                } else {
+                    Ty::Bool
+                };
             }
             if values.iter().all(Value::is_null) {
                 self.precise += 1;
@@ -508,13 +665,28 @@ impl<'a> Lowerer<'a> {
         let uniq: Vec<&str> = strings.into_iter().filter(|s| seen.insert(*s)).collect();
         let idx = self.reserve(hint, m, memo_key);
         let mut scope = Scope::default();
-        let variants = uniq.iter().map(|s| (scope.claim(&naming::type_ident(s)), s.to_string())).collect();
+        let variants = uniq
+            .iter()
+            .map(|s| (scope.claim(&naming::type_ident(s)), s.to_string()))
+            .collect();
         self.types.defs[idx].kind = TypeKind::Enum { variants };
         self.precise += 1;
-        if has_null { Ty::Option(Box::new(Ty::Named(idx))) } else { Ty::Named(idx) }
+        if has_null {
+            Ty::Option(Box::new(Ty::Named(idx)))
+        } else {
+            Ty::Named(idx)
+        }
     }
 
-    fn lower_object(&mut self, doc: &str, ptr: &str, m: &Map<String, Value>, hint: &str, memo_key: Option<(String, String)>, nullable: bool) -> Ty {
+    fn lower_object(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        m: &Map<String, Value>,
+        hint: &str,
+        memo_key: Option<(String, String)>,
+        nullable: bool,
+    ) -> Ty {
         let props = m.get("properties").and_then(Value::as_object);
         let additional = m.get("additionalProperties");
         let wrap = |t: Ty| if nullable { Ty::Option(Box::new(t)) } else { t };
@@ -522,7 +694,11 @@ impl<'a> Lowerer<'a> {
             self.precise += 1;
             return wrap(match additional {
                 Some(Value::Object(_)) => {
-                    let v = self.lower_at(doc, &format!("{ptr}/additionalProperties"), &format!("{hint}Value"));
+                    let v = self.lower_at(
+                        doc,
+                        &format!("{ptr}/additionalProperties"),
+                        &format!("{hint}Value"),
+                    );
                     Ty::Map(Box::new(v))
                 }
                 _ => Ty::Map(Box::new(Ty::Value)),
@@ -537,7 +713,11 @@ impl<'a> Lowerer<'a> {
         let required: BTreeSet<String> = m
             .get("required")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         let idx = self.reserve(hint, m, memo_key);
         let parent = self.types.defs[idx].name.clone();
@@ -559,24 +739,55 @@ impl<'a> Lowerer<'a> {
             let fhint = format!("{parent}{}", naming::type_ident(k));
             let ty = self.lower_at(doc, &fptr, &fhint);
             let optional = !required.contains(k);
-            let doc_lines = schema.get("description").and_then(Value::as_str).map(naming::doc_lines).unwrap_or_default();
+            let doc_lines = schema
+                .get("description")
+                .and_then(Value::as_str)
+                .map(naming::doc_lines)
+                .unwrap_or_default();
             let ident = idents[k].clone();
-            let default = if optional { self.default_expr(&parent, &ident, &ty, schema.get("default")) } else { None };
-            let ty = if optional && default.is_none() && !matches!(ty, Ty::Option(_)) { Ty::Option(Box::new(ty)) } else { ty };
-            fields.push(Field { ident, json: k.clone(), ty, optional: optional && default.is_none(), default, doc: doc_lines });
+            let default = if optional {
+                self.default_expr(&parent, &ident, &ty, schema.get("default"))
+            } else {
+                None
+            };
+            let ty = if optional && default.is_none() && !matches!(ty, Ty::Option(_)) {
+                Ty::Option(Box::new(ty))
+            } else {
+                ty
+            };
+            fields.push(Field {
+                ident,
+                json: k.clone(),
+                ty,
+                optional: optional && default.is_none(),
+                default,
+                doc: doc_lines,
+            });
         }
         let deny_unknown = matches!(additional, Some(Value::Bool(false)));
-        self.types.defs[idx].kind = TypeKind::Struct { fields, deny_unknown };
+        self.types.defs[idx].kind = TypeKind::Struct {
+            fields,
+            deny_unknown,
+        };
         self.precise += 1;
         wrap(Ty::Named(idx))
     }
 
-    fn default_expr(&self, parent: &str, ident: &str, ty: &Ty, default: Option<&Value>) -> Option<(String, String)> {
+    fn default_expr(
+        &self,
+        parent: &str,
+        ident: &str,
+        ty: &Ty,
+        default: Option<&Value>,
+    ) -> Option<(String, String)> {
         let d = default?;
         let expr = match (ty, d) {
             (Ty::Bool, Value::Bool(b)) => b.to_string(),
             (Ty::Int(k), Value::Number(n)) => {
-                let v = n.as_i64().map(|v| v.to_string()).or_else(|| n.as_u64().map(|v| v.to_string()))?;
+                let v = n
+                    .as_i64()
+                    .map(|v| v.to_string())
+                    .or_else(|| n.as_u64().map(|v| v.to_string()))?;
                 let fits = match *k {
                     "u64" | "u32" | "u16" | "u8" => !v.starts_with('-'),
                     _ => true,
@@ -593,7 +804,9 @@ impl<'a> Lowerer<'a> {
                 }
                 format!("{f:?}_f64")
             }
-            (Ty::String, Value::String(s)) => format!("::std::string::String::from({})", naming::str_lit(s)),
+            (Ty::String, Value::String(s)) => {
+                format!("::std::string::String::from({})", naming::str_lit(s))
+            }
             (Ty::Named(i), Value::String(s)) => match &self.types.defs[*i].kind {
                 TypeKind::Enum { variants } => {
                     let (v, _) = variants.iter().find(|(_, j)| j == s)?;
@@ -603,18 +816,37 @@ impl<'a> Lowerer<'a> {
             },
             _ => return None,
         };
-        let f = format!("default_{}_{}", naming::unraw(&naming::field_ident(parent)), naming::unraw(ident));
+        let f = format!(
+            "default_{}_{}",
+            naming::unraw(&naming::field_ident(parent)),
+            naming::unraw(ident)
+        );
         Some((f, expr))
     }
 
-    fn lower_all_of(&mut self, doc: &str, ptr: &str, m: &Map<String, Value>, all: &[Value], hint: &str, memo_key: Option<(String, String)>) -> Ty {
+    fn lower_all_of(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        m: &Map<String, Value>,
+        all: &[Value],
+        hint: &str,
+        memo_key: Option<(String, String)>,
+    ) -> Ty {
         // Collect the object schemas to merge, following `$ref`s.
         let mut parts: Vec<(String, String)> = Vec::new();
         for i in 0..all.len() {
             let mut d = doc.to_string();
             let mut p = format!("{ptr}/allOf/{i}");
             for _ in 0..16 {
-                let Some(r) = self.node(&d, &p).and_then(|n| n.get("$ref")).and_then(Value::as_str).map(String::from) else { break };
+                let Some(r) = self
+                    .node(&d, &p)
+                    .and_then(|n| n.get("$ref"))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                else {
+                    break;
+                };
                 match self.resolve_ref(&d, &format!("{p}/$ref"), &r) {
                     Ok((d2, p2)) => (d, p) = (d2, p2),
                     Err(()) => return Ty::Value,
@@ -624,17 +856,27 @@ impl<'a> Lowerer<'a> {
         }
         if parts.len() == 1 && !m.contains_key("properties") {
             let (d, p) = parts.remove(0);
-            return self.lower_at(&d, &p, hint);
+            let h = if (d.as_str(), p.as_str()) == (doc, format!("{ptr}/allOf/0").as_str()) {
+                hint.to_string()
+            } else {
+                ref_hint(&d, &p, self.node(&d, &p), hint)
+            };
+            return self.lower_at(&d, &p, &h);
         }
         let mut merged = Map::new();
         let mut props = Map::new();
         let mut required: Vec<Value> = Vec::new();
-        let mut sources: Vec<Value> = parts.iter().filter_map(|(d, p)| self.node(d, p).cloned()).collect();
+        let mut sources: Vec<Value> = parts
+            .iter()
+            .filter_map(|(d, p)| self.node(d, p).cloned())
+            .collect();
         let mut own = m.clone();
         own.remove("allOf");
         sources.push(Value::Object(own));
         for s in &sources {
-            let Some(sm) = s.as_object() else { return self.value() };
+            let Some(sm) = s.as_object() else {
+                return self.value();
+            };
             for (k, v) in sm {
                 match k.as_str() {
                     "properties" => {
@@ -674,14 +916,37 @@ impl<'a> Lowerer<'a> {
         // Lower the merged node as a synthetic document so nested
         // properties get their own pointers.
         let synth = format!("{doc}#allOf{ptr}");
-        let base = self.docs.get(doc).map(|d| d.path.clone()).unwrap_or_default();
-        self.docs.insert(synth.clone(), Doc { display: doc.to_string(), path: base, value: Value::Object(merged.clone()), text: None, origin: Some(self.root_of(doc)) });
+        let base = self
+            .docs
+            .get(doc)
+            .map(|d| d.path.clone())
+            .unwrap_or_default();
+        self.docs.insert(
+            synth.clone(),
+            Doc {
+                display: doc.to_string(),
+                path: base,
+                value: Value::Object(merged.clone()),
+                text: None,
+                origin: Some(self.root_of(doc)),
+            },
+        );
         let t = self.lower_object(&synth, "", &merged, hint, memo_key.clone(), false);
         t
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn lower_union(&mut self, doc: &str, ptr: &str, kw: &str, m: &Map<String, Value>, alts: &[Value], hint: &str, memo_key: Option<(String, String)>, non_null: &[&str]) -> Ty {
+    fn lower_union(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        kw: &str,
+        m: &Map<String, Value>,
+        alts: &[Value],
+        hint: &str,
+        memo_key: Option<(String, String)>,
+        non_null: &[&str],
+    ) -> Ty {
         let _ = non_null;
         // Resolve each alternative to its document and pointer.
         let mut locs = Vec::new();
@@ -689,7 +954,14 @@ impl<'a> Lowerer<'a> {
             let mut d = doc.to_string();
             let mut p = format!("{ptr}/{kw}/{i}");
             for _ in 0..16 {
-                let Some(r) = self.node(&d, &p).and_then(|n| n.get("$ref")).and_then(Value::as_str).map(String::from) else { break };
+                let Some(r) = self
+                    .node(&d, &p)
+                    .and_then(|n| n.get("$ref"))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                else {
+                    break;
+                };
                 match self.resolve_ref(&d, &format!("{p}/$ref"), &r) {
                     Ok((d2, p2)) => (d, p) = (d2, p2),
                     Err(()) => return Ty::Value,
@@ -697,15 +969,28 @@ impl<'a> Lowerer<'a> {
             }
             locs.push((d, p));
         }
-        let nodes: Vec<Value> = locs.iter().map(|(d, p)| self.node(d, p).cloned().unwrap_or(Value::Bool(true))).collect();
-        let is_null = |v: &Value| v.get("type") == Some(&Value::String("null".into())) && v.as_object().is_some_and(|o| o.keys().all(|k| k == "type" || NEUTRAL.contains(&k.as_str())));
+        let nodes: Vec<Value> = locs
+            .iter()
+            .map(|(d, p)| self.node(d, p).cloned().unwrap_or(Value::Bool(true)))
+            .collect();
+        let is_null = |v: &Value| {
+            v.get("type") == Some(&Value::String("null".into()))
+                && v.as_object().is_some_and(|o| {
+                    o.keys()
+                        .all(|k| k == "type" || NEUTRAL.contains(&k.as_str()))
+                })
+        };
         let null_count = nodes.iter().filter(|v| is_null(v)).count();
         // [X, null] → Option<X>
         if nodes.len() == 2 && null_count == 1 {
             let i = usize::from(is_null(&nodes[0]));
             let (d, p) = locs[i].clone();
             let t = self.lower_at(&d, &p, hint);
-            return if matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) { t } else { Ty::Option(Box::new(t)) };
+            return if matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) {
+                t
+            } else {
+                Ty::Option(Box::new(t))
+            };
         }
         if null_count > 0 || nodes.is_empty() {
             return self.value();
@@ -729,7 +1014,16 @@ impl<'a> Lowerer<'a> {
                 let vname = scope.claim(&naming::type_ident(&value));
                 let synth = format!("{d}#variant{p}");
                 let base = self.docs.get(d).map(|x| x.path.clone()).unwrap_or_default();
-                self.docs.insert(synth.clone(), Doc { display: d.clone(), path: base, value: node, text: None, origin: Some(self.root_of(d)) });
+                self.docs.insert(
+                    synth.clone(),
+                    Doc {
+                        display: d.clone(),
+                        path: base,
+                        value: node,
+                        text: None,
+                        origin: Some(self.root_of(d)),
+                    },
+                );
                 let ty = self.lower_at(&synth, "", &format!("{parent}{vname}"));
                 variants.push((vname, value, ty));
             }
@@ -737,12 +1031,22 @@ impl<'a> Lowerer<'a> {
         } else {
             let mut variants = Vec::new();
             for (i, (d, p)) in locs.iter().enumerate() {
-                let ty = self.lower_at(d, p, &format!("{parent}Variant{i}"));
+                let own = (d.as_str(), p.as_str()) == (doc, format!("{ptr}/{kw}/{i}").as_str());
+                let hint = if own {
+                    format!("{parent}Variant{i}")
+                } else {
+                    ref_hint(d, p, self.node(d, p), &format!("{parent}Variant{i}"))
+                };
+                let ty = self.lower_at(d, p, &hint);
                 let base = match &ty {
                     Ty::Named(j) => self.types.defs[*j].name.clone(),
                     other => variant_name(other).to_string(),
                 };
-                let base = base.strip_prefix(&parent).filter(|s| !s.is_empty()).unwrap_or(&base).to_string();
+                let base = base
+                    .strip_prefix(&parent)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&base)
+                    .to_string();
                 variants.push((scope.claim(&naming::type_ident(&base)), ty));
             }
             // serde tries untagged variants in order: integers before
@@ -781,17 +1085,28 @@ fn discriminator(nodes: &[Value]) -> Option<(String, Vec<String>)> {
     'cand: for (name, _) in first {
         let mut values = Vec::new();
         for n in nodes {
-            let req = n.get("required").and_then(Value::as_array).is_some_and(|a| a.iter().any(|r| r == name));
+            let req = n
+                .get("required")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|r| r == name));
             let c = n.get("properties").and_then(|p| p.get(name)).and_then(|s| {
-                s.get("const").and_then(Value::as_str).map(String::from).or_else(|| {
-                    s.get("enum").and_then(Value::as_array).filter(|a| a.len() == 1).and_then(|a| a[0].as_str().map(String::from))
-                })
+                s.get("const")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .or_else(|| {
+                        s.get("enum")
+                            .and_then(Value::as_array)
+                            .filter(|a| a.len() == 1)
+                            .and_then(|a| a[0].as_str().map(String::from))
+                    })
             });
             match c {
                 Some(c) if req && !values.contains(&c) => values.push(c),
                 _ => continue 'cand,
             }
-            if n.get("type").is_some_and(|t| t != "object") || n.get("additionalProperties").is_some_and(Value::is_object) {
+            if n.get("type").is_some_and(|t| t != "object")
+                || n.get("additionalProperties").is_some_and(Value::is_object)
+            {
                 continue 'cand;
             }
         }
@@ -852,7 +1167,9 @@ pub fn box_recursion(types: &mut Types) {
         let mut out = Vec::new();
         match &defs[i].kind {
             TypeKind::Struct { fields, .. } => fields.iter().for_each(|f| direct(&f.ty, &mut out)),
-            TypeKind::Tagged { variants, .. } => variants.iter().for_each(|v| direct(&v.2, &mut out)),
+            TypeKind::Tagged { variants, .. } => {
+                variants.iter().for_each(|v| direct(&v.2, &mut out))
+            }
             TypeKind::Untagged { variants } => variants.iter().for_each(|v| direct(&v.1, &mut out)),
             TypeKind::Newtype { inner } => direct(inner, &mut out),
             _ => {}
@@ -876,10 +1193,35 @@ pub fn box_recursion(types: &mut Types) {
     for i in 0..n {
         let mut boxes: Vec<usize> = Vec::new();
         let targets: Vec<Vec<usize>> = match &types.defs[i].kind {
-            TypeKind::Struct { fields, .. } => fields.iter().map(|f| { let mut o = vec![]; direct(&f.ty, &mut o); o }).collect(),
-            TypeKind::Tagged { variants, .. } => variants.iter().map(|v| { let mut o = vec![]; direct(&v.2, &mut o); o }).collect(),
-            TypeKind::Untagged { variants } => variants.iter().map(|v| { let mut o = vec![]; direct(&v.1, &mut o); o }).collect(),
-            TypeKind::Newtype { inner } => { let mut o = vec![]; direct(inner, &mut o); vec![o] }
+            TypeKind::Struct { fields, .. } => fields
+                .iter()
+                .map(|f| {
+                    let mut o = vec![];
+                    direct(&f.ty, &mut o);
+                    o
+                })
+                .collect(),
+            TypeKind::Tagged { variants, .. } => variants
+                .iter()
+                .map(|v| {
+                    let mut o = vec![];
+                    direct(&v.2, &mut o);
+                    o
+                })
+                .collect(),
+            TypeKind::Untagged { variants } => variants
+                .iter()
+                .map(|v| {
+                    let mut o = vec![];
+                    direct(&v.1, &mut o);
+                    o
+                })
+                .collect(),
+            TypeKind::Newtype { inner } => {
+                let mut o = vec![];
+                direct(inner, &mut o);
+                vec![o]
+            }
             _ => vec![],
         };
         for (slot, ts) in targets.iter().enumerate() {
@@ -896,9 +1238,17 @@ pub fn box_recursion(types: &mut Types) {
         };
         match &mut types.defs[i].kind {
             TypeKind::Struct { fields, .. } => boxes.iter().for_each(|&s| boxed(&mut fields[s].ty)),
-            TypeKind::Tagged { variants, .. } => boxes.iter().for_each(|&s| boxed(&mut variants[s].2)),
-            TypeKind::Untagged { variants } => boxes.iter().for_each(|&s| boxed(&mut variants[s].1)),
-            TypeKind::Newtype { inner } => if !boxes.is_empty() { boxed(inner) },
+            TypeKind::Tagged { variants, .. } => {
+                boxes.iter().for_each(|&s| boxed(&mut variants[s].2))
+            }
+            TypeKind::Untagged { variants } => {
+                boxes.iter().for_each(|&s| boxed(&mut variants[s].1))
+            }
+            TypeKind::Newtype { inner } => {
+                if !boxes.is_empty() {
+                    boxed(inner)
+                }
+            }
             _ => {}
         }
     }
