@@ -29,8 +29,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem at a position in a file.
-    pub fn at(file: impl Into<String>, pos: Option<Pos>, len: usize, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.into(), pos, len, message: message.into(), help: None }
+    pub fn at(
+        file: impl Into<String>,
+        pos: Option<Pos>,
+        len: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.into(),
+            pos,
+            len,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// Attach the fix.
@@ -58,6 +69,9 @@ impl Diagnostics {
     /// snippets looked up through `source` (file name → text).
     pub fn render(&self, source: &dyn Fn(&str) -> Option<String>) -> String {
         let mut ds = self.0.clone();
+        // The gutter is as wide as the largest line number shown.
+        let width = ds.iter().filter_map(|d| d.pos).map(|p| p.line.to_string().len()).max().unwrap_or(1);
+        let pad = " ".repeat(width);
         ds.sort();
         ds.dedup();
         let mut out = String::new();
@@ -65,25 +79,31 @@ impl Diagnostics {
             let _ = writeln!(out, "error: {}", d.message);
             match d.pos {
                 Some(p) => {
-                    let _ = writeln!(out, "  --> {}:{}:{}", d.file, p.line, p.col);
+                    let _ = writeln!(out, "{pad}--> {}:{}:{}", d.file, p.line, p.col);
                     if let Some(text) = source(&d.file)
                         && let Some(line) = text.lines().nth(p.line.saturating_sub(1))
                     {
-                        let num = p.line.to_string();
-                        let pad = " ".repeat(num.len());
+                        let num = format!("{:>width$}", p.line);
                         let shown: String = line.chars().take(200).collect();
                         let _ = writeln!(out, "{pad} |");
                         let _ = writeln!(out, "{num} | {shown}");
-                        let width = d.len.clamp(1, shown.chars().count().saturating_sub(p.col - 1).max(1));
-                        let _ = writeln!(out, "{pad} | {}{}", " ".repeat(p.col.saturating_sub(1)), "^".repeat(width));
+                        let width = d
+                            .len
+                            .clamp(1, shown.chars().count().saturating_sub(p.col - 1).max(1));
+                        let _ = writeln!(
+                            out,
+                            "{pad} | {}{}",
+                            " ".repeat(p.col.saturating_sub(1)),
+                            "^".repeat(width)
+                        );
                     }
                 }
                 None => {
-                    let _ = writeln!(out, "  --> {}", d.file);
+                    let _ = writeln!(out, "{pad}--> {}", d.file);
                 }
             }
             if let Some(h) = &d.help {
-                let _ = writeln!(out, "  = help: {h}");
+                let _ = writeln!(out, "{pad} = help: {h}");
             }
             out.push('\n');
         }
@@ -182,7 +202,9 @@ pub fn locate_json_pointer(text: &str, pointer: &str) -> Pos {
                 i += 1;
                 loop {
                     skip_ws(&mut i);
-                    let Some(key) = read_string(bytes, &mut i) else { break 'tokens };
+                    let Some(key) = read_string(bytes, &mut i) else {
+                        break 'tokens;
+                    };
                     skip_ws(&mut i);
                     if bytes.get(i) != Some(&b':') {
                         break 'tokens;
