@@ -186,3 +186,10 @@ fn new_with_catalog_and_flags() {
     assert_eq!(code, 0);
     assert!(out.contains("postman"), "{out}");
 }
+
+#[test]
+fn committed_example_is_up_to_date() {
+    let dir = common::root().join("examples/orders");
+    let (code, out, err) = evgen(&["check", "--dir", d(&dir)]);
+    assert_eq!(code, 0, "examples/orders is stale; run `evgen generate --dir examples/orders`:\n{out}{err}");
+}

@@ -426,12 +426,16 @@ async fn handle<H: Handlers>(
     let outcome = dispatcher.dispatch(&d.data, attempt).await;
     let (queue, headers) = match &outcome {
         Outcome::Ack => (None, None),
-        Outcome::Retry { delay_ms, error } => {
+        Outcome::Retry {
+            delay_ms,
+            next_attempt,
+            error,
+        } => {
             ::tracing::warn!(%routing_key, attempt, delay_ms, %error, "handler failed; retrying");
             let mut h = FieldTable::default();
             h.insert(
                 H_ATTEMPT.into(),
-                AMQPValue::LongLongInt(i64::from(attempt) + 1),
+                AMQPValue::LongLongInt(i64::from(*next_attempt)),
             );
             h.insert(H_ERROR.into(), text(error));
             (Some(retry_queue(*delay_ms)), Some(h))

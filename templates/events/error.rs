@@ -20,6 +20,8 @@ pub enum Error {
     Broker(::std::string::String),
     /// The broker did not acknowledge a published message.
     NotConfirmed(::std::string::String),
+    /// The database (outbox, inbox) failed.
+    Database(::std::string::String),
 }
 
 impl ::std::fmt::Display for Error {
@@ -36,6 +38,7 @@ impl ::std::fmt::Display for Error {
             Error::Encode(e) => write!(f, "cannot encode the event: {e}"),
             Error::Broker(e) => write!(f, "broker: {e}"),
             Error::NotConfirmed(e) => write!(f, "the broker did not confirm the message: {e}"),
+            Error::Database(e) => write!(f, "database: {e}"),
         }
     }
 }

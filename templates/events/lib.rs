@@ -6,9 +6,15 @@
 //! `evgen generate`, never this crate.
 
 mod broker;
+{%- if s.postgres %}
+pub mod db;
+{%- endif %}
 mod envelope;
 mod error;
 mod event;
+{%- if s.postgres %}
+pub mod outbox;
+{%- endif %}
 mod publisher;
 mod schemas;
 mod subscriber;
@@ -23,6 +29,9 @@ pub use subscriber::{Context, Handlers, Subscriber, shutdown_signal};
 {%- for t in event_types %}
 pub use types::{{ t }};
 {%- endfor %}
+{%- if s.postgres %}
+pub use {deadpool_postgres, tokio_postgres};
+{%- endif %}
 
 /// The service name from the catalog.
 pub const SERVICE: &str = {{ service_lit }};

@@ -30,13 +30,20 @@ pub trait Handlers: Send + Sync + 'static {
 }{% endif %}
 
 /// What a handler knows about a message besides its payload.
+{%- if !postgres %}
 #[derive(Debug)]
+{%- endif %}
 #[non_exhaustive]
 pub struct Context<'a> {
     /// The CloudEvents envelope: id, source, time, type, raw data.
     pub envelope: &'a crate::Envelope,
     /// 1 on the first delivery, 2 on the first retry, and so on.
     pub attempt: u32,
+{%- if postgres %}
+    /// The transaction the event's id is recorded in: write your effects
+    /// through it and they commit together, exactly once per event.
+    pub tx: &'a ::tokio_postgres::Transaction<'a>,
+{%- endif %}
 }
 
 /// Consumes this service's events and drives its [`Handlers`].
@@ -46,6 +53,16 @@ pub struct Subscriber<H> {
 }
 
 impl<H: Handlers> Subscriber<H> {
+{%- if postgres %}
+    /// A subscriber over a connected broker, recording processed events in
+    /// the inbox of `pool`'s database (run [`crate::db::migrate`] first).
+    pub fn new(broker: crate::Broker, handlers: H, pool: crate::db::Pool) -> Self {
+        Subscriber {
+            broker,
+            dispatcher: ::std::sync::Arc::new(Dispatcher { handlers, pool }),
+        }
+    }
+{%- else %}
     /// A subscriber over a connected broker.
     pub fn new(broker: crate::Broker, handlers: H) -> Self {
         Subscriber {
@@ -53,6 +70,7 @@ impl<H: Handlers> Subscriber<H> {
             dispatcher: ::std::sync::Arc::new(Dispatcher { handlers }),
         }
     }
+{%- endif %}
 
     /// Consume until `shutdown` resolves, then stop taking messages, finish
     /// and ack the ones in flight, and return. Reconnects with backoff when
@@ -120,9 +138,10 @@ impl Reason {
 pub(crate) enum Outcome {
     /// Handled: ack.
     Ack,
-    /// Retry after `delay_ms`.
+    /// Deliver again after `delay_ms`, as attempt `next_attempt`.
     Retry {
         delay_ms: u64,
+        next_attempt: u32,
         error: ::std::string::String,
     },
     /// Move to the dead-letter queue.
@@ -165,6 +184,9 @@ pub(crate) const RETRY_DELAYS_MS: &[u64] = &[{{ all_delays }}];
 /// Turns raw messages into handler calls; shared by the consumer tasks.
 pub(crate) struct Dispatcher<H> {
     handlers: H,
+{%- if postgres %}
+    pool: crate::db::Pool,
+{%- endif %}
 }
 
 impl<H: Handlers> Dispatcher<H> {
@@ -183,6 +205,50 @@ impl<H: Handlers> Dispatcher<H> {
         if let Err(e) = crate::schemas::validate(&envelope.kind, &envelope.data) {
             return failed(Some(policy), Reason::SchemaInvalid, e.to_string());
         }
+{%- if postgres %}
+        // The handler runs in a transaction that records the event id: a
+        // redelivered event finds it and is acked without running again.
+        let mut client = match self.pool.get().await {
+            Ok(c) => c,
+            Err(e) => return unavailable(attempt, e.to_string()),
+        };
+        let tx = match client.transaction().await {
+            Ok(tx) => tx,
+            Err(e) => return unavailable(attempt, e.to_string()),
+        };
+        let claimed = tx
+            .execute(
+                "INSERT INTO evgen_inbox (id, type, source) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&envelope.id, &envelope.kind, &envelope.source],
+            )
+            .await;
+        match claimed {
+            Ok(0) => {
+                ::tracing::debug!(id = %envelope.id, "already processed; acking");
+                return Outcome::Ack;
+            }
+            Ok(_) => {}
+            Err(e) => return unavailable(attempt, e.to_string()),
+        }
+        let called = {
+            let ctx = Context {
+                envelope: &envelope,
+                attempt,
+                tx: &tx,
+            };
+            call(&self.handlers, &ctx).await
+        };
+        let result = match called {
+            Ok(result) => result,
+            Err(e) => return failed(Some(policy), Reason::SchemaInvalid, e),
+        };
+        if result.is_ok()
+            && let Err(e) = tx.commit().await
+        {
+            return unavailable(attempt, e.to_string());
+        }
+{%- else %}
         let ctx = Context {
             envelope: &envelope,
             attempt,
@@ -191,6 +257,7 @@ impl<H: Handlers> Dispatcher<H> {
             Ok(result) => result,
             Err(e) => return failed(Some(policy), Reason::SchemaInvalid, e),
         };
+{%- endif %}
         match result {
             Ok(()) => Outcome::Ack,
             Err(crate::HandlerError::Retryable(e)) if attempt < policy.max_attempts => {
@@ -200,6 +267,7 @@ impl<H: Handlers> Dispatcher<H> {
                 let delay_ms = policy.delays_ms.get(i).copied().unwrap_or(0);
                 Outcome::Retry {
                     delay_ms,
+                    next_attempt: attempt + 1,
                     error: e.to_string(),
                 }
             }
@@ -229,7 +297,18 @@ async fn call<H: Handlers>(
     let _ = (handlers, data);
     Err(format!("`{}` has no handler", ctx.envelope.kind))
 }
-
+{% if postgres %}
+/// The database is unreachable: try the same attempt again later, so an
+/// outage does not use up the event's attempts.
+fn unavailable(attempt: u32, error: ::std::string::String) -> Outcome {
+    ::tracing::warn!(%error, "database unavailable; the message will be redelivered");
+    Outcome::Retry {
+        delay_ms: RETRY_DELAYS_MS.first().copied().unwrap_or(1_000),
+        next_attempt: attempt,
+        error,
+    }
+}
+{% endif %}
 fn failed(
     policy: ::std::option::Option<Policy>,
     reason: Reason,
