@@ -176,7 +176,9 @@ impl Relay {
             let payload: ::serde_json::Value = row.get(1);
             envelopes.push(::serde_json::from_value::<crate::Envelope>(payload)?);
         }
-        self.publisher.publish_envelopes(&envelopes).await?;
+        // Rows were validated by `enqueue`; publish them as they are, so a
+        // schema change after enqueueing cannot block the outbox.
+        self.publisher.broker().publish_many(&envelopes).await?;
         tx.execute(
             "UPDATE evgen_outbox SET published_at = now() WHERE seq = ANY($1)",
             &[&seqs],

@@ -16,6 +16,11 @@ impl Publisher {
         Publisher { broker }
     }
 
+    /// The broker this publisher sends to.
+    pub fn broker(&self) -> &crate::Broker {
+        &self.broker
+    }
+
     /// Publish a prepared envelope (from an outbox, a replay tool or a
     /// bridge). Its type must be an event this service produces and its
     /// data must match that event's schema.
