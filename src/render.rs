@@ -807,7 +807,11 @@ pub fn files(s: &Service) -> Vec<File> {
 
 /// A `#[rustfmt::skip]` list of already formatted items, one per line.
 fn item_lines(items: &[String]) -> String {
-    items.iter().map(|i| format!("\n    {i},")).collect::<String>() + if items.is_empty() { "" } else { "\n" }
+    items
+        .iter()
+        .map(|i| format!("\n    {i},"))
+        .collect::<String>()
+        + if items.is_empty() { "" } else { "\n" }
 }
 
 /// `(event, topic)` of every event the service produces or consumes.
@@ -836,27 +840,30 @@ fn distinct_topics(s: &Service, keep: impl Fn(&Event) -> bool) -> Vec<(String, u
 
 /// Name of a JetStream stream or durable: letters, digits, `-` and `_`.
 fn nats_name(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_uppercase() } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn nats_tpl(s: &Service, header: String) -> NatsTpl {
     // `<service>.dlq` would fall inside the events stream when the exchange
     // is named like the service: subjects of two streams must not overlap.
-    let (dlq_subject, replay_subject) = if s.exchange == s.name {
-        (format!("dlq.{}", s.name), format!("replay.{}", s.name))
+    let (dlq_subject, retry_subject) = if s.exchange == s.name {
+        (format!("dlq.{}", s.name), format!("retry.{}", s.name))
     } else {
-        (format!("{}.dlq", s.name), format!("{}.replay", s.name))
+        (format!("{}.dlq", s.name), format!("{}.retry", s.name))
     };
-    let mut replay_max_deliver = 0;
     let mut consumers = Vec::new();
     for e in &s.events {
         let Some(d) = &e.consumed else { continue };
-        // Two deliveries more than the attempts: the dispatcher dead-letters
-        // on the last attempt; the spare ones absorb crashes and timeouts.
-        let max_deliver = i64::from(d.max_attempts) + 2;
-        replay_max_deliver = replay_max_deliver.max(max_deliver);
         consumers.push(format!(
-            "Spec {{ event: {}, subject: {}, durable: {}, max_deliver: {max_deliver}, dead_letter: {} }}",
+            "Spec {{ event: {}, subject: {}, durable: {}, dead_letter: {} }}",
             str_lit(&e.name),
             str_lit(&format!("{}.{}", s.exchange, e.name)),
             str_lit(&format!("{}-{}", s.name, e.name.replace('.', "-"))),
@@ -869,18 +876,19 @@ fn nats_tpl(s: &Service, header: String) -> NatsTpl {
         stream_lit: str_lit(&nats_name(&s.exchange)),
         dlq_stream_lit: str_lit(&format!("{}_DLQ", nats_name(&s.name))),
         dlq_subject_lit: str_lit(&dlq_subject),
-        replay_stream_lit: str_lit(&format!("{}_REPLAY", nats_name(&s.name))),
-        replay_subject_lit: str_lit(&replay_subject),
-        replay_durable_lit: str_lit(&format!("{}-replay", s.name)),
+        retry_stream_lit: str_lit(&format!("{}_RETRY", nats_name(&s.name))),
+        retry_subject_lit: str_lit(&retry_subject),
+        retry_durable_lit: str_lit(&format!("{}-retry", s.name)),
         prefetch: s.prefetch,
         consumers: item_lines(&consumers),
-        replay_max_deliver: replay_max_deliver.max(3),
     }
 }
 
 fn redis_tpl(s: &Service, header: String) -> RedisTpl {
-    let consumed: Vec<String> =
-        distinct_topics(s, |e| e.consumed.is_some()).iter().map(|(t, _)| str_lit(t)).collect();
+    let consumed: Vec<String> = distinct_topics(s, |e| e.consumed.is_some())
+        .iter()
+        .map(|(t, _)| str_lit(t))
+        .collect();
     RedisTpl {
         header,
         topics: topic_items(s),
@@ -899,7 +907,12 @@ fn kafka_tpl(s: &Service, header: String) -> KafkaTpl {
     KafkaTpl {
         header,
         topics: topic_items(s),
-        created: item_lines(&used.iter().map(|(t, p)| format!("({}, {p})", str_lit(t))).collect::<Vec<_>>()),
+        created: item_lines(
+            &used
+                .iter()
+                .map(|(t, p)| format!("({}, {p})", str_lit(t)))
+                .collect::<Vec<_>>(),
+        ),
         consumed_topics: item_lines(&consumed.iter().map(|(t, _)| str_lit(t)).collect::<Vec<_>>()),
         retry_lit: str_lit(&format!("{}.retry", s.name)),
         dlq_lit: str_lit(&format!("{}.dlq", s.name)),
@@ -916,12 +929,11 @@ struct NatsTpl {
     stream_lit: String,
     dlq_stream_lit: String,
     dlq_subject_lit: String,
-    replay_stream_lit: String,
-    replay_subject_lit: String,
-    replay_durable_lit: String,
+    retry_stream_lit: String,
+    retry_subject_lit: String,
+    retry_durable_lit: String,
     prefetch: u32,
     consumers: String,
-    replay_max_deliver: i64,
 }
 
 #[derive(Template)]
