@@ -10,6 +10,9 @@ pub enum Ty {
     Int(&'static str),
     /// `f64`
     F64,
+    /// `serde_json::Number`: any JSON number, kept exactly (integers
+    /// beyond 64 bits).
+    Number,
     /// `String`
     String,
     /// `uuid::Uuid`
@@ -54,6 +57,10 @@ pub enum TypeKind {
         fields: Vec<Field>,
         /// `additionalProperties: false`.
         deny_unknown: bool,
+        /// Properties not named in `fields`, kept so that nothing is lost
+        /// when the value is serialized again: `(field ident, map type)`.
+        /// `None` when the struct denies unknown properties.
+        extra: Option<(String, Ty)>,
     },
     /// A string enum: `(ident, json value)`.
     Enum {
@@ -112,6 +119,7 @@ impl Types {
             Ty::Bool => "bool".into(),
             Ty::Int(k) => (*k).into(),
             Ty::F64 => "f64".into(),
+            Ty::Number => "::serde_json::Number".into(),
             Ty::String => "::std::string::String".into(),
             Ty::Uuid => "::uuid::Uuid".into(),
             Ty::DateTime => "::chrono::DateTime<::chrono::Utc>".into(),
@@ -160,9 +168,15 @@ impl Default for Delivery {
 impl Delivery {
     /// The delay before attempt `n + 1`, for `n` in `1..max_attempts`.
     pub fn delay_ms(&self, attempt: u32) -> u64 {
-        let exp = self.backoff_multiplier.powi(attempt.saturating_sub(1) as i32);
+        let exp = self
+            .backoff_multiplier
+            .powi(attempt.saturating_sub(1) as i32);
         let d = (self.initial_backoff_ms as f64 * exp).round();
-        if d.is_finite() && d < self.max_backoff_ms as f64 { d as u64 } else { self.max_backoff_ms }
+        if d.is_finite() && d < self.max_backoff_ms as f64 {
+            d as u64
+        } else {
+            self.max_backoff_ms
+        }
     }
     /// Every distinct retry delay this policy can produce, ascending.
     pub fn delays(&self) -> Vec<u64> {
@@ -196,7 +210,10 @@ impl Broker {
     ];
     /// Catalog spelling.
     pub fn as_str(self) -> &'static str {
-        Broker::ALL.iter().find(|(_, b)| *b == self).map_or("rabbitmq", |(s, _)| s)
+        Broker::ALL
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map_or("rabbitmq", |(s, _)| s)
     }
     /// Parse the catalog spelling.
     pub fn parse(s: &str) -> Option<Broker> {

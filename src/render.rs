@@ -135,12 +135,220 @@ fn is_copy(types: &Types, kind: &TypeKind) -> bool {
     matches!(kind, TypeKind::Enum { .. })
 }
 
+/// Does `ty` deserialize from `null`?
+fn accepts_null(types: &Types, ty: &Ty, depth: usize) -> bool {
+    if depth > 32 {
+        return true;
+    }
+    match ty {
+        Ty::Option(_) | Ty::Value | Ty::Null => true,
+        Ty::Boxed(t) => accepts_null(types, t, depth + 1),
+        Ty::Named(i) => match &types.defs[*i].kind {
+            TypeKind::Newtype { inner } => accepts_null(types, inner, depth + 1),
+            TypeKind::Untagged { variants } => variants
+                .iter()
+                .any(|(_, t)| accepts_null(types, t, depth + 1)),
+            TypeKind::Pending => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Does `ty` hold integers directly (through `Option`, `Vec`, maps)? Those
+/// deserialize through `evgen_serde`, which takes `1.0` as the integer 1.
+fn int_leaf(ty: &Ty) -> bool {
+    match ty {
+        Ty::Int(_) => true,
+        Ty::Option(t) | Ty::Vec(t) | Ty::Map(t) | Ty::Boxed(t) => int_leaf(t),
+        _ => false,
+    }
+}
+
+/// Which `evgen_serde` helpers a `types.rs` uses.
+#[derive(Default)]
+struct Helpers {
+    de: bool,
+    present: bool,
+    present_de: bool,
+}
+
+const SERDE_DOC: &str = "
+/// Serde helpers of the types above: integers as JSON Schema defines them
+/// (`1.0` is the integer 1), and optional properties that may be `null`
+/// (absent is `None`, `null` is `Some(null)`).
+mod evgen_serde {
+";
+
+const SERDE_INT: &str = r#"    use ::serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use ::std::fmt;
+    use ::std::marker::PhantomData;
+
+    /// Deserialization that accepts integral floats where integers are expected.
+    pub(super) trait Lenient<'de>: Sized {
+        fn lenient<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+    }
+
+    struct Int<T>(PhantomData<T>);
+
+    impl<'de, T: TryFrom<i64> + TryFrom<u64>> Visitor<'de> for Int<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer in range")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::custom(format_args!("integer {v} out of range")))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::custom(format_args!("integer {v} out of range")))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            if v.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v)
+            {
+                self.visit_i64(v as i64)
+            } else if v.fract() == 0.0 && (0.0..1.844_674_407_370_955_2e19).contains(&v) {
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::custom(format_args!("{v} is not an integer in range")))
+            }
+        }
+    }
+
+    macro_rules! ints {
+        ($($t:ty),*) => {$(
+            impl<'de> Lenient<'de> for $t {
+                fn lenient<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    d.deserialize_any(Int(PhantomData))
+                }
+            }
+        )*};
+    }
+    ints!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+    struct Seed<T>(PhantomData<T>);
+
+    impl<'de, T: Lenient<'de>> DeserializeSeed<'de> for Seed<T> {
+        type Value = T;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            T::lenient(d)
+        }
+    }
+
+    impl<'de, T: Lenient<'de>> Visitor<'de> for Seed<Option<T>> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a value or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            T::lenient(d).map(Some)
+        }
+    }
+
+    impl<'de, T: Lenient<'de>> Lenient<'de> for Option<T> {
+        fn lenient<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_option(Seed::<Self>(PhantomData))
+        }
+    }
+
+    impl<'de, T: Lenient<'de>> Visitor<'de> for Seed<Vec<T>> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Seed::<T>(PhantomData))? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+
+    impl<'de, T: Lenient<'de>> Lenient<'de> for Vec<T> {
+        fn lenient<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_seq(Seed::<Self>(PhantomData))
+        }
+    }
+
+    type Map<T> = ::std::collections::BTreeMap<String, T>;
+
+    impl<'de, T: Lenient<'de>> Visitor<'de> for Seed<Map<T>> {
+        type Value = Map<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Map<T>, A::Error> {
+            let mut out = Map::new();
+            while let Some((k, v)) =
+                map.next_entry_seed(PhantomData::<String>, Seed::<T>(PhantomData))?
+            {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+
+    impl<'de, T: Lenient<'de>> Lenient<'de> for Map<T> {
+        fn lenient<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Seed::<Self>(PhantomData))
+        }
+    }
+
+    /// Deserialize a type that holds integers.
+    pub(super) fn de<'de, D: Deserializer<'de>, T: Lenient<'de>>(d: D) -> Result<T, D::Error> {
+        T::lenient(d)
+    }
+"#;
+
+const SERDE_PRESENT: &str = r#"    /// An optional property that may be `null`.
+    pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: ::serde::Deserializer<'de>,
+        T: ::serde::Deserialize<'de>,
+    {
+        T::deserialize(d).map(Some)
+    }
+"#;
+
+const SERDE_PRESENT_DE: &str = r#"    /// An optional property that may be `null` and holds integers.
+    pub(super) fn present_de<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: ::serde::Deserializer<'de>,
+        T: Lenient<'de>,
+    {
+        T::lenient(d).map(Some)
+    }
+"#;
+
+const DE: &str = "deserialize_with = \"evgen_serde::de\"";
+
 /// `types.rs`: every generated type.
 pub fn types_rs(types: &Types) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", header("//"));
     out.push_str("//! Payload types generated from the catalog's JSON Schemas.\n");
     let mut defaults = String::new();
+    let mut helpers = Helpers::default();
     for def in &types.defs {
         out.push('\n');
         if def.doc.is_empty() {
@@ -158,17 +366,29 @@ pub fn types_rs(types: &Types) -> String {
             TypeKind::Struct {
                 fields,
                 deny_unknown,
+                extra,
             } => {
                 if *deny_unknown {
                     out.push_str("#[serde(deny_unknown_fields)]\n");
                 }
-                if fields.is_empty() {
+                if fields.is_empty() && extra.is_none() {
                     let _ = writeln!(out, "pub struct {} {{}}", def.name);
                     continue;
                 }
                 let _ = writeln!(out, "pub struct {} {{", def.name);
                 for f in fields {
-                    field_lines(&mut out, types, f, &mut defaults);
+                    field_lines(&mut out, types, f, &mut defaults, &mut helpers);
+                }
+                if let Some((ident, ty)) = extra {
+                    out.push_str("    /// Properties not named above.\n");
+                    let mut serde = vec!["flatten".to_string()];
+                    if int_leaf(ty) {
+                        helpers.de = true;
+                        serde.push(DE.into());
+                    }
+                    attr_lines(&mut out, 4, "serde", &serde);
+                    let t = tree(types, ty);
+                    type_lines(&mut out, 4, &format!("pub {ident}: "), &t, ",");
                 }
                 out.push_str("}\n");
             }
@@ -191,14 +411,15 @@ pub fn types_rs(types: &Types) -> String {
                 attr_lines(&mut out, 0, "serde", &[format!("tag = {}", str_lit(tag))]);
                 let _ = writeln!(out, "pub enum {} {{", def.name);
                 for (ident, json, ty) in variants {
+                    let mut serde = Vec::new();
                     if ident != json {
-                        attr_lines(
-                            &mut out,
-                            4,
-                            "serde",
-                            &[format!("rename = {}", str_lit(json))],
-                        );
+                        serde.push(format!("rename = {}", str_lit(json)));
                     }
+                    if int_leaf(ty) {
+                        helpers.de = true;
+                        serde.push(DE.into());
+                    }
+                    attr_lines(&mut out, 4, "serde", &serde);
                     variant_lines(&mut out, types, ident, ty);
                 }
                 out.push_str("}\n");
@@ -207,6 +428,10 @@ pub fn types_rs(types: &Types) -> String {
                 out.push_str("#[serde(untagged)]\n");
                 let _ = writeln!(out, "pub enum {} {{", def.name);
                 for (ident, ty) in variants {
+                    if int_leaf(ty) {
+                        helpers.de = true;
+                        attr_lines(&mut out, 4, "serde", &[DE.into()]);
+                    }
                     variant_lines(&mut out, types, ident, ty);
                 }
                 out.push_str("}\n");
@@ -214,13 +439,27 @@ pub fn types_rs(types: &Types) -> String {
             TypeKind::Newtype { inner } => {
                 out.push_str("#[serde(transparent)]\n");
                 let t = tree(types, inner);
-                type_lines(
-                    &mut out,
-                    0,
-                    &format!("pub struct {}(pub ", def.name),
-                    &t,
-                    ");",
-                );
+                if int_leaf(inner) {
+                    helpers.de = true;
+                    let attr = format!("#[serde({DE})]");
+                    let line = format!("pub struct {}({attr} pub {});", def.name, one_line(&t));
+                    if line.len() <= WIDTH {
+                        let _ = writeln!(out, "{line}");
+                    } else {
+                        let _ = writeln!(out, "pub struct {}(", def.name);
+                        let _ = writeln!(out, "    {attr}");
+                        type_lines(&mut out, 4, "pub ", &t, ",");
+                        out.push_str(");\n");
+                    }
+                } else {
+                    type_lines(
+                        &mut out,
+                        0,
+                        &format!("pub struct {}(pub ", def.name),
+                        &t,
+                        ");",
+                    );
+                }
             }
             TypeKind::Pending => {
                 out.push_str("#[serde(transparent)]\n");
@@ -229,6 +468,21 @@ pub fn types_rs(types: &Types) -> String {
         }
     }
     out.push_str(&defaults);
+    if helpers.de || helpers.present || helpers.present_de {
+        out.push_str(SERDE_DOC);
+        let mut parts = Vec::new();
+        if helpers.de || helpers.present_de {
+            parts.push(SERDE_INT);
+        }
+        if helpers.present {
+            parts.push(SERDE_PRESENT);
+        }
+        if helpers.present_de {
+            parts.push(SERDE_PRESENT_DE);
+        }
+        out.push_str(&parts.join("\n"));
+        out.push_str("}\n");
+    }
     out
 }
 
@@ -244,7 +498,13 @@ fn variant_lines(out: &mut String, types: &Types, ident: &str, ty: &Ty) {
     }
 }
 
-fn field_lines(out: &mut String, types: &Types, f: &Field, defaults: &mut String) {
+fn field_lines(
+    out: &mut String,
+    types: &Types,
+    f: &Field,
+    defaults: &mut String,
+    helpers: &mut Helpers,
+) {
     doc_lines(out, 4, &f.doc);
     let mut serde = Vec::new();
     if naming::unraw(&f.ident) != f.json {
@@ -252,6 +512,10 @@ fn field_lines(out: &mut String, types: &Types, f: &Field, defaults: &mut String
     }
     if let Some((func, expr)) = &f.default {
         serde.push(format!("default = {}", str_lit(func)));
+        if int_leaf(&f.ty) {
+            helpers.de = true;
+            serde.push(DE.into());
+        }
         let t = tree(types, &f.ty);
         let _ = writeln!(defaults);
         let _ = writeln!(defaults, "fn {func}() -> {} {{", one_line(&t));
@@ -259,7 +523,27 @@ fn field_lines(out: &mut String, types: &Types, f: &Field, defaults: &mut String
         let _ = writeln!(defaults, "}}");
     } else if f.optional {
         serde.push("default".into());
+        let inner = match &f.ty {
+            Ty::Option(t) => t.as_ref(),
+            other => other,
+        };
+        // `null` must come back as `null`, not as an absent property.
+        if accepts_null(types, inner, 0) {
+            if int_leaf(inner) {
+                helpers.present_de = true;
+                serde.push("deserialize_with = \"evgen_serde::present_de\"".into());
+            } else {
+                helpers.present = true;
+                serde.push("deserialize_with = \"evgen_serde::present\"".into());
+            }
+        } else if int_leaf(&f.ty) {
+            helpers.de = true;
+            serde.push(DE.into());
+        }
         serde.push("skip_serializing_if = \"::std::option::Option::is_none\"".into());
+    } else if int_leaf(&f.ty) {
+        helpers.de = true;
+        serde.push(DE.into());
     }
     attr_lines(out, 4, "serde", &serde);
     let t = tree(types, &f.ty);

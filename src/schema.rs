@@ -1,5 +1,14 @@
 //! JSON Schema documents: loading with `$ref` resolution inside the
 //! catalog's folder, meta-schema checks, and lowering to Rust types.
+//!
+//! Lowering follows one rule: the Rust type of a schema node must accept
+//! every instance the node accepts (completeness), and serializing what it
+//! deserialized must give back an equal JSON value (fidelity). Keywords
+//! at one node are conjunctive, so a type built from some of them is
+//! complete for all of them: keywords that only narrow the set of valid
+//! instances (`not`, `if`/`then`/`else`, `dependentSchemas`, `minimum`, …)
+//! are left to the runtime validation. Where no such type exists, the node
+//! becomes `serde_json::Value`.
 
 use crate::diag::{Diagnostic, locate_json_pointer};
 use crate::model::{Field, Ty, TypeDef, TypeKind, Types};
@@ -18,13 +27,17 @@ pub struct Doc {
     pub value: Value,
     /// Original text, for positions in errors (absent for inline schemas).
     pub text: Option<String>,
-    /// For a document evgen derived from another one (merged `allOf`,
-    /// a union variant): the document its `$ref`s resolve against.
+    /// For a document evgen derived from another one: the document its
+    /// `$ref`s resolve against (unused by the lowering, kept for callers).
     pub origin: Option<String>,
 }
 
 /// Reads a file relative to the catalog folder.
 pub type ReadFile<'a> = dyn Fn(&str) -> std::io::Result<String> + 'a;
+
+/// The base URI of the catalog folder: the generated crate serves the
+/// embedded documents under it too.
+pub const BASE_URI: &str = "evgen:///";
 
 /// Normalize `base_dir/rel` into a path inside the catalog folder, or say why not.
 pub fn join_inside(base_path: &str, rel: &str) -> Result<String, String> {
@@ -64,7 +77,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len() + 0
+            && i + 2 < b.len()
             && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -83,43 +96,283 @@ fn escape_token(t: &str) -> String {
     t.replace('~', "~0").replace('/', "~1")
 }
 
-fn find_anchor(v: &Value, anchor: &str, ptr: &str, out: &mut Option<String>) {
-    if out.is_some() {
-        return;
-    }
-    match v {
-        Value::Object(m) => {
-            if m.get("$anchor").and_then(Value::as_str) == Some(anchor)
-                || m.get("$id").and_then(Value::as_str) == Some(&format!("#{anchor}"))
+/// The parts of a URI reference (RFC 3986, section 3).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct UriRef {
+    scheme: Option<String>,
+    authority: Option<String>,
+    path: String,
+    query: Option<String>,
+    fragment: Option<String>,
+}
+
+impl UriRef {
+    fn parse(s: &str) -> UriRef {
+        let (rest, fragment) = match s.split_once('#') {
+            Some((r, f)) => (r, Some(f.to_string())),
+            None => (s, None),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q.to_string())),
+            None => (rest, None),
+        };
+        let mut rest = rest;
+        let mut scheme = None;
+        if let Some(i) = rest.find(':') {
+            let cand = &rest[..i];
+            if cand.starts_with(|c: char| c.is_ascii_alphabetic())
+                && cand
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
             {
-                *out = Some(ptr.to_string());
-                return;
-            }
-            for (k, c) in m {
-                if matches!(k.as_str(), "const" | "enum" | "default" | "examples") {
-                    continue;
-                }
-                find_anchor(c, anchor, &format!("{ptr}/{}", escape_token(k)), out);
+                scheme = Some(cand.to_ascii_lowercase());
+                rest = &rest[i + 1..];
             }
         }
-        Value::Array(a) => {
-            for (i, c) in a.iter().enumerate() {
-                find_anchor(c, anchor, &format!("{ptr}/{i}"), out);
-            }
+        let mut authority = None;
+        if let Some(a) = rest.strip_prefix("//") {
+            let end = a.find('/').unwrap_or(a.len());
+            authority = Some(a[..end].to_string());
+            rest = &a[end..];
         }
-        _ => {}
+        UriRef {
+            scheme,
+            authority,
+            path: rest.to_string(),
+            query,
+            fragment,
+        }
+    }
+
+    fn to_string_without_fragment(&self) -> String {
+        let mut s = String::new();
+        if let Some(x) = &self.scheme {
+            s.push_str(x);
+            s.push(':');
+        }
+        if let Some(a) = &self.authority {
+            s.push_str("//");
+            s.push_str(a);
+        }
+        s.push_str(&self.path);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    }
+
+    /// Resolve `r` against `self` (RFC 3986, section 5.2); the flag tells
+    /// whether a `..` climbed above the root of the path.
+    fn resolve(&self, r: &UriRef) -> (UriRef, bool) {
+        let mut escaped = false;
+        let mut dots = |p: &str| {
+            let (p, e) = remove_dots(p);
+            escaped |= e;
+            p
+        };
+        let mut t = if r.scheme.is_some() {
+            UriRef {
+                path: dots(&r.path),
+                ..r.clone()
+            }
+        } else if r.authority.is_some() {
+            UriRef {
+                scheme: self.scheme.clone(),
+                path: dots(&r.path),
+                ..r.clone()
+            }
+        } else if r.path.is_empty() {
+            UriRef {
+                scheme: self.scheme.clone(),
+                authority: self.authority.clone(),
+                path: self.path.clone(),
+                query: r.query.clone().or_else(|| self.query.clone()),
+                fragment: None,
+            }
+        } else {
+            let path = if r.path.starts_with('/') {
+                dots(&r.path)
+            } else if self.authority.is_some() && self.path.is_empty() {
+                dots(&format!("/{}", r.path))
+            } else {
+                let dir = self.path.rfind('/').map_or("", |i| &self.path[..=i]);
+                dots(&format!("{dir}{}", r.path))
+            };
+            UriRef {
+                scheme: self.scheme.clone(),
+                authority: self.authority.clone(),
+                path,
+                query: r.query.clone(),
+                fragment: None,
+            }
+        };
+        t.fragment = r.fragment.clone();
+        (t, escaped)
     }
 }
 
-/// Keywords that only annotate or constrain values without changing the
-/// shape of the Rust type; runtime validation enforces them.
-const NEUTRAL: &[&str] = &[
+/// RFC 3986 `remove_dot_segments`, reporting a `..` above the root.
+fn remove_dots(path: &str) -> (String, bool) {
+    let abs = path.starts_with('/');
+    let segs: Vec<&str> = path.split('/').collect();
+    let start = usize::from(abs);
+    let n = segs.len();
+    let mut out: Vec<&str> = Vec::new();
+    let mut escaped = false;
+    for (i, s) in segs.iter().enumerate().skip(start) {
+        let last = i + 1 == n;
+        match *s {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.pop().is_none() {
+                    escaped = true;
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    (if abs { format!("/{joined}") } else { joined }, escaped)
+}
+
+/// Schema dialects, as far as lowering cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Draft {
+    /// draft-04, -06 and -07: `$ref` hides its siblings, `$id` with a
+    /// fragment is an anchor, `items` may be an array.
+    Legacy,
+    /// 2019-09: `$ref` beside other keywords, `items` may be an array.
+    D2019,
+    /// 2020-12 (the default).
+    D2020,
+}
+
+fn draft_of_uri(s: &str) -> Option<Draft> {
+    if s.contains("json-schema.org/draft-0") {
+        Some(Draft::Legacy)
+    } else if s.contains("json-schema.org/draft/2019-09") {
+        Some(Draft::D2019)
+    } else if s.contains("json-schema.org/draft/2020-12") {
+        Some(Draft::D2020)
+    } else {
+        None
+    }
+}
+
+/// The JSON Schema meta-schemas: every JSON Schema implementation knows
+/// them without reading the network.
+fn is_meta_schema_uri(u: &UriRef) -> bool {
+    matches!(u.scheme.as_deref(), Some("http" | "https"))
+        && u.authority.as_deref() == Some("json-schema.org")
+        && u.path.starts_with("/draft")
+}
+
+/// How evgen lowers schemas.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Give optional properties with a `default` that default instead of
+    /// an `Option` (serializing then writes the default out).
+    pub apply_defaults: bool,
+    /// `format: date-time`, `date` and `uuid` strings become chrono and
+    /// uuid types (which normalize the text: offsets become UTC, UUIDs
+    /// lower case); otherwise they stay `String`.
+    pub typed_formats: bool,
+    /// Integers that `minimum`/`maximum` do not keep within 64 bits become
+    /// `serde_json::Number`, which holds any JSON number; otherwise they
+    /// are `i64` (`u64` when not negative) and an integer beyond 64 bits
+    /// fails to deserialize.
+    pub big_integers: bool,
+    /// Absolute URI prefixes served from folders of the catalog:
+    /// `(uri prefix, folder prefix)`. Empty for catalogs: evgen never
+    /// reads the network; the schema corpus test maps the JSON Schema Test
+    /// Suite's `http://localhost:1234/` to its `remotes/` folder.
+    pub remotes: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            apply_defaults: true,
+            typed_formats: true,
+            big_integers: false,
+            remotes: Vec::new(),
+        }
+    }
+}
+
+/// Sets of JSON types, as bits.
+type Kinds = u8;
+const K_NULL: Kinds = 1;
+const K_BOOL: Kinds = 2;
+const K_OBJECT: Kinds = 4;
+const K_ARRAY: Kinds = 8;
+/// Numbers that are not integers.
+const K_FRACTION: Kinds = 16;
+const K_INTEGER: Kinds = 32;
+const K_STRING: Kinds = 64;
+const K_ALL: Kinds = 127;
+
+fn kind_of_name(s: &str) -> Kinds {
+    match s {
+        "null" => K_NULL,
+        "boolean" => K_BOOL,
+        "object" => K_OBJECT,
+        "array" => K_ARRAY,
+        "number" => K_FRACTION | K_INTEGER,
+        "integer" => K_INTEGER,
+        "string" => K_STRING,
+        _ => 0,
+    }
+}
+
+/// The kinds a `type` keyword allows (`K_ALL` without one).
+fn declared_kinds(m: &Map<String, Value>) -> Kinds {
+    match m.get("type") {
+        Some(Value::String(s)) => kind_of_name(s),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .fold(0, |k, s| k | kind_of_name(s)),
+        _ => K_ALL,
+    }
+}
+
+fn kind_of_value(v: &Value) -> Kinds {
+    match v {
+        Value::Null => K_NULL,
+        Value::Bool(_) => K_BOOL,
+        Value::Object(_) => K_OBJECT,
+        Value::Array(_) => K_ARRAY,
+        Value::String(_) => K_STRING,
+        Value::Number(n) => {
+            if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) {
+                K_INTEGER
+            } else {
+                K_FRACTION
+            }
+        }
+    }
+}
+
+/// Keywords that neither assert nor shape anything.
+const ANNOTATIONS: &[&str] = &[
     "$schema",
     "$id",
     "$anchor",
+    "$dynamicAnchor",
+    "$recursiveAnchor",
     "$comment",
     "$defs",
     "definitions",
+    "$vocabulary",
     "title",
     "description",
     "default",
@@ -128,29 +381,65 @@ const NEUTRAL: &[&str] = &[
     "readOnly",
     "writeOnly",
     "format",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-    "minProperties",
-    "maxProperties",
     "contentEncoding",
     "contentMediaType",
     "contentSchema",
-    "$vocabulary",
-    "$dynamicAnchor",
-    "contains",
-    "minContains",
-    "maxContains",
-    "propertyNames",
 ];
+
+/// A node that accepts every instance: `serde_json::Value` is its exact type.
+fn unconstrained(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Object(m) => m.keys().all(|k| ANNOTATIONS.contains(&k.as_str())),
+        _ => false,
+    }
+}
+
+/// Keywords whose subschemas are schemas: single, arrays, maps.
+const SUB_ONE: &[&str] = &[
+    "additionalProperties",
+    "additionalItems",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+    "items",
+];
+const SUB_MANY: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+const SUB_MAP: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependencies",
+];
+
+/// Where a schema node lives: document and JSON pointer.
+type Loc = (String, String);
+
+/// What a `$ref` names.
+enum Target {
+    /// A node of a loaded document.
+    Node(Loc),
+    /// A JSON Schema meta-schema: any schema, kept as a value.
+    Meta,
+}
+
+/// The object keywords of one part of a struct.
+struct ObjectPart {
+    loc: Loc,
+    props: Vec<(String, Loc)>,
+    required: Vec<String>,
+    closed: bool,
+    extra: Option<Loc>,
+    patterns: bool,
+}
 
 /// Lowers schema nodes into [`Types`].
 pub struct Lowerer<'a> {
@@ -159,19 +448,39 @@ pub struct Lowerer<'a> {
     pub docs: BTreeMap<String, Doc>,
     /// Generated types.
     pub types: Types,
-    memo: BTreeMap<(String, String), Ty>,
+    /// How to lower.
+    pub options: Options,
+    memo: BTreeMap<(String, String, Kinds), Ty>,
     names: Scope,
     /// A fixed name for the type created for this node (an event's root).
-    root_name: Option<((String, String), String)>,
+    root_name: Option<((String, String, Kinds), String)>,
     /// The node each named type was created for.
-    created_at: BTreeMap<usize, (String, String)>,
+    created_at: BTreeMap<usize, Loc>,
+    /// The type that took the root's fixed name.
+    root_def: Option<usize>,
     /// Problems found.
     pub errors: Vec<Diagnostic>,
-    /// Nodes given a precise Rust type / lowered to `serde_json::Value`.
+    /// Nodes given a precise Rust type (a node that accepts anything is
+    /// precise as `serde_json::Value`).
     pub precise: usize,
-    /// See `precise`.
+    /// Nodes kept as `serde_json::Value` although the schema constrains them.
     pub fallback: usize,
+    /// Whether each lowered node got a precise type.
+    classes: BTreeMap<Loc, bool>,
     depth: usize,
+    /// Retrieval URI of each document.
+    doc_uri: BTreeMap<String, String>,
+    /// Documents whose identifiers are indexed.
+    indexed: BTreeSet<String>,
+    /// Resources (`$id`s and documents) by absolute URI.
+    resources: BTreeMap<String, Loc>,
+    /// `$anchor`s (and legacy `$id: "#name"`) by `uri#name`.
+    anchors: BTreeMap<String, Loc>,
+    /// The base URI of nodes that set one with `$id`.
+    bases: BTreeMap<Loc, String>,
+    /// The dialect of each document, and whether its meta-schema turns
+    /// assertions off (no validation vocabulary).
+    drafts: BTreeMap<String, (Draft, bool)>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -181,14 +490,23 @@ impl<'a> Lowerer<'a> {
             read,
             docs: BTreeMap::new(),
             types: Types::default(),
+            options: Options::default(),
             memo: BTreeMap::new(),
             names: Scope::with_reserved(reserved),
             created_at: BTreeMap::new(),
+            root_def: None,
             root_name: None,
             errors: Vec::new(),
             precise: 0,
             fallback: 0,
+            classes: BTreeMap::new(),
             depth: 0,
+            doc_uri: BTreeMap::new(),
+            indexed: BTreeSet::new(),
+            resources: BTreeMap::new(),
+            anchors: BTreeMap::new(),
+            bases: BTreeMap::new(),
+            drafts: BTreeMap::new(),
         }
     }
 
@@ -257,21 +575,52 @@ impl<'a> Lowerer<'a> {
             text: Some(text),
             origin: None,
         };
-        let ok = self.check_meta(&doc);
+        // A document without `$schema` is in the dialect of the one that
+        // references it.
+        let inherited = match from {
+            Some((f, _)) if doc.value.is_object() && doc.value.get("$schema").is_none() => {
+                Some(self.draft(f))
+            }
+            _ => None,
+        };
+        let ok = match inherited {
+            Some((d, _)) if d != Draft::D2020 => {
+                let mut probe = doc.clone();
+                let uri = if d == Draft::Legacy {
+                    "http://json-schema.org/draft-07/schema#"
+                } else {
+                    "https://json-schema.org/draft/2019-09/schema"
+                };
+                probe.value["$schema"] = uri.into();
+                self.check_meta(&probe)
+            }
+            _ => self.check_meta(&doc),
+        };
+        if let Some(d) = inherited {
+            self.drafts.insert(path.to_string(), d);
+        }
         self.docs.insert(path.to_string(), doc);
         ok
+    }
+
+    /// The remote prefix that serves `uri`, as a catalog path.
+    fn remote_path(&self, uri: &str) -> Option<String> {
+        self.options.remotes.iter().find_map(|(prefix, folder)| {
+            let rest = uri.strip_prefix(prefix.as_str())?;
+            join_inside(&format!("{folder}x"), rest).ok()
+        })
     }
 
     /// Check a document against its meta-schema (draft-07 or 2020-12, by `$schema`).
     pub fn check_meta(&mut self, doc: &Doc) -> bool {
         let mut ok = true;
         if let Some(s) = doc.value.get("$schema").and_then(Value::as_str)
-            && !(s.contains("draft-07")
-                || s.contains("draft/2020-12")
-                || s.contains("draft/2019-09")
-                || s.contains("draft-06")
-                || s.contains("draft-04"))
+            && draft_of_uri(s).is_none()
         {
+            // A custom meta-schema is only known through a remote mapping.
+            if self.remote_path(s.split('#').next().unwrap_or(s)).is_some() {
+                return true;
+            }
             let pos = doc
                 .text
                 .as_deref()
@@ -320,13 +669,6 @@ impl<'a> Lowerer<'a> {
         ok
     }
 
-    fn root_of(&self, doc: &str) -> String {
-        self.docs
-            .get(doc)
-            .and_then(|d| d.origin.clone())
-            .unwrap_or_else(|| doc.to_string())
-    }
-
     fn err(&mut self, doc: &str, ptr: &str, msg: String, help: &str) {
         let (display, pos) = match self.docs.get(doc) {
             Some(d) => (
@@ -343,54 +685,233 @@ impl<'a> Lowerer<'a> {
         self.docs.get(doc)?.value.pointer(ptr)
     }
 
-    /// Resolve a `$ref` found in `doc`; `Err` is already reported.
-    fn resolve_ref(&mut self, doc: &str, at: &str, r: &str) -> Result<(String, String), ()> {
-        let origin = self.docs.get(doc).and_then(|d| d.origin.clone());
-        let doc = origin.as_deref().unwrap_or(doc);
-        let (file, frag) = match r.split_once('#') {
-            Some((f, fr)) => (f, fr),
-            None => (r, ""),
+    /// The dialect of a document and whether its assertions are off.
+    fn draft(&mut self, doc: &str) -> (Draft, bool) {
+        if let Some(d) = self.drafts.get(doc) {
+            return *d;
+        }
+        let schema = self
+            .docs
+            .get(doc)
+            .and_then(|d| d.value.get("$schema"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        self.drafts.insert(doc.to_string(), (Draft::D2020, false));
+        let d = match schema {
+            None => (Draft::D2020, false),
+            Some(s) => match draft_of_uri(&s) {
+                Some(d) => (d, false),
+                None => self.custom_meta(&s),
+            },
         };
-        let target_doc = if file.is_empty() {
-            doc.to_string()
-        } else {
-            let base = self
-                .docs
-                .get(doc)
-                .map(|d| d.path.clone())
-                .unwrap_or_default();
-            match join_inside(&base, file) {
-                Ok(p) => {
-                    if !self.load(&p, Some((doc, at))) {
-                        return Err(());
+        self.drafts.insert(doc.to_string(), d);
+        d
+    }
+
+    /// The dialect of a custom meta-schema served by a remote mapping.
+    fn custom_meta(&mut self, uri: &str) -> (Draft, bool) {
+        let Some(path) = self.remote_path(uri.split('#').next().unwrap_or(uri)) else {
+            return (Draft::D2020, false);
+        };
+        if !self.load(&path, None) {
+            return (Draft::D2020, false);
+        }
+        let (draft, _) = self.draft(&path);
+        let no_validation = self
+            .docs
+            .get(&path)
+            .and_then(|d| d.value.get("$vocabulary"))
+            .and_then(Value::as_object)
+            .is_some_and(|v| !v.keys().any(|k| k.ends_with("/vocab/validation")));
+        (draft, no_validation)
+    }
+
+    /// Record the identifiers of a document.
+    fn index(&mut self, doc: &str) {
+        if !self.indexed.insert(doc.to_string()) {
+            return;
+        }
+        let Some(value) = self.docs.get(doc).map(|d| d.value.clone()) else {
+            return;
+        };
+        let (draft, _) = self.draft(doc);
+        let uri = self
+            .doc_uri
+            .get(doc)
+            .cloned()
+            .unwrap_or_else(|| format!("{BASE_URI}{doc}"));
+        self.resources
+            .entry(uri.clone())
+            .or_insert_with(|| (doc.to_string(), String::new()));
+        self.bases
+            .insert((doc.to_string(), String::new()), uri.clone());
+        self.walk_ids(doc, &value, "", &uri, draft, 0);
+    }
+
+    fn walk_ids(
+        &mut self,
+        doc: &str,
+        v: &Value,
+        ptr: &str,
+        base: &str,
+        draft: Draft,
+        depth: usize,
+    ) {
+        let Value::Object(m) = v else { return };
+        if depth > 200 {
+            return;
+        }
+        let mut base = base.to_string();
+        let legacy_ref = draft == Draft::Legacy && m.contains_key("$ref");
+        if let Some(id) = m.get("$id").and_then(Value::as_str)
+            && !legacy_ref
+        {
+            let (t, _) = UriRef::parse(&base).resolve(&UriRef::parse(id));
+            let frag = t.fragment.clone().unwrap_or_default();
+            let res = t.to_string_without_fragment();
+            if draft == Draft::Legacy && id.starts_with('#') {
+                self.anchors
+                    .entry(format!("{base}#{frag}"))
+                    .or_insert_with(|| (doc.to_string(), ptr.to_string()));
+            } else {
+                base = res.clone();
+                self.resources
+                    .entry(res.clone())
+                    .or_insert_with(|| (doc.to_string(), ptr.to_string()));
+                self.bases
+                    .insert((doc.to_string(), ptr.to_string()), res.clone());
+                if !frag.is_empty() && !frag.starts_with('/') {
+                    self.anchors
+                        .entry(format!("{res}#{frag}"))
+                        .or_insert_with(|| (doc.to_string(), ptr.to_string()));
+                }
+            }
+        }
+        if draft != Draft::Legacy {
+            for k in ["$anchor", "$dynamicAnchor"] {
+                if let Some(a) = m.get(k).and_then(Value::as_str) {
+                    self.anchors
+                        .entry(format!("{base}#{a}"))
+                        .or_insert_with(|| (doc.to_string(), ptr.to_string()));
+                }
+            }
+        }
+        for (k, c) in m {
+            let kp = format!("{ptr}/{}", escape_token(k));
+            if SUB_ONE.contains(&k.as_str()) && !c.is_array() {
+                self.walk_ids(doc, c, &kp, &base, draft, depth + 1);
+            } else if SUB_MANY.contains(&k.as_str())
+                && let Value::Array(a) = c
+            {
+                for (i, s) in a.iter().enumerate() {
+                    self.walk_ids(doc, s, &format!("{kp}/{i}"), &base, draft, depth + 1);
+                }
+            } else if SUB_MAP.contains(&k.as_str())
+                && let Value::Object(o) = c
+            {
+                for (n, s) in o {
+                    let sp = format!("{kp}/{}", escape_token(n));
+                    self.walk_ids(doc, s, &sp, &base, draft, depth + 1);
+                }
+            }
+        }
+    }
+
+    /// The base URI in effect at `doc#ptr`.
+    fn base_at(&mut self, doc: &str, ptr: &str) -> String {
+        self.index(doc);
+        let mut p = ptr;
+        loop {
+            if let Some(b) = self.bases.get(&(doc.to_string(), p.to_string())) {
+                return b.clone();
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return format!("{BASE_URI}{doc}"),
+            }
+        }
+    }
+
+    /// Resolve the `$ref` of the node at `doc#node_ptr`; `Err` is already reported.
+    fn resolve_ref(&mut self, doc: &str, node_ptr: &str, r: &str) -> Result<Target, ()> {
+        let at = format!("{node_ptr}/$ref");
+        let base = self.base_at(doc, node_ptr);
+        let reference = UriRef::parse(r);
+        let base_ref = UriRef::parse(&base);
+        let in_catalog = base_ref.scheme.as_deref() == Some("evgen");
+        let refuse = |me: &mut Self, why: String| {
+            me.err(
+                doc,
+                &at,
+                format!("unsupported: $ref at {at} ({why})"),
+                "keep every schema inside the catalog's folder and reference it by a relative path",
+            );
+            Err(())
+        };
+        let file = r.split('#').next().unwrap_or_default();
+        if in_catalog
+            && reference.scheme.is_none()
+            && (file.starts_with('/') || file.contains('\\'))
+            && let Err(why) = join_inside("x", file)
+        {
+            return refuse(self, why);
+        }
+        let (target, escaped) = base_ref.resolve(&reference);
+        if escaped && target.scheme.as_deref() == Some("evgen") {
+            return refuse(self, format!("`{file}` leaves the catalog's folder"));
+        }
+        let resource = target.to_string_without_fragment();
+        let frag = percent_decode(target.fragment.as_deref().unwrap_or(""));
+        let root = match self.resources.get(&resource).cloned() {
+            Some(loc) => loc,
+            None => {
+                let path = if let Some(p) = resource.strip_prefix(BASE_URI) {
+                    Some(p.to_string())
+                } else {
+                    self.remote_path(&resource)
+                };
+                match path {
+                    Some(p) if !p.is_empty() && !p.ends_with('/') => {
+                        if !self.load(&p, Some((doc, &at))) {
+                            return Err(());
+                        }
+                        if resource.starts_with(BASE_URI) {
+                            self.doc_uri
+                                .entry(p.clone())
+                                .or_insert_with(|| resource.clone());
+                        } else {
+                            self.doc_uri.insert(p.clone(), resource.clone());
+                        }
+                        self.index(&p);
+                        self.resources
+                            .get(&resource)
+                            .cloned()
+                            .unwrap_or((p, String::new()))
                     }
-                    p
-                }
-                Err(why) => {
-                    self.err(
-                        doc,
-                        at,
-                        format!("unsupported: $ref at {} ({why})", if at.is_empty() { "/" } else { at }),
-                        "keep every schema inside the catalog's folder and reference it by a relative path",
-                    );
-                    return Err(());
+                    _ if is_meta_schema_uri(&target) => return Ok(Target::Meta),
+                    _ => {
+                        let what = if file.is_empty() { r } else { file };
+                        return refuse(
+                            self,
+                            format!(
+                                "`{what}` is a remote reference; evgen never reads the network"
+                            ),
+                        );
+                    }
                 }
             }
         };
-        let frag = percent_decode(frag);
+        let (target_doc, rptr) = root;
         let ptr = if frag.is_empty() || frag.starts_with('/') {
-            frag
+            format!("{rptr}{frag}")
         } else {
-            let mut found = None;
-            if let Some(d) = self.docs.get(&target_doc) {
-                find_anchor(&d.value, &frag, "", &mut found);
-            }
-            match found {
-                Some(p) => p,
+            self.index(&target_doc);
+            match self.anchors.get(&format!("{resource}#{frag}")) {
+                Some((_, p)) => p.clone(),
                 None => {
                     self.err(
                         doc,
-                        at,
+                        &at,
                         format!("$ref `{r}`: no `$anchor` named `{frag}`"),
                         "add the anchor or fix the reference",
                     );
@@ -398,42 +919,119 @@ impl<'a> Lowerer<'a> {
                 }
             }
         };
+        let target_doc = if frag.is_empty() || frag.starts_with('/') {
+            target_doc
+        } else {
+            self.anchors[&format!("{resource}#{frag}")].0.clone()
+        };
         if self.node(&target_doc, &ptr).is_none() {
             self.err(
                 doc,
-                at,
+                &at,
                 format!("$ref `{r}` points at nothing (`{ptr}` in `{target_doc}`)"),
                 "fix the JSON pointer after `#`",
             );
             return Err(());
         }
-        Ok((target_doc, ptr))
+        Ok(Target::Node((target_doc, ptr)))
+    }
+
+    /// Follow a chain of `$ref`s that carry no other assertion; `Ok(None)`
+    /// for a meta-schema, `Err` when a reference is broken (reported).
+    fn follow(&mut self, doc: &str, ptr: &str) -> Result<Option<Loc>, ()> {
+        let mut loc = (doc.to_string(), ptr.to_string());
+        for _ in 0..32 {
+            let Some(Value::Object(m)) = self.node(&loc.0, &loc.1) else {
+                break;
+            };
+            let Some(r) = m.get("$ref").and_then(Value::as_str).map(String::from) else {
+                break;
+            };
+            let alone = m
+                .keys()
+                .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()));
+            if !alone && self.draft(&loc.0).0 != Draft::Legacy {
+                break;
+            }
+            match self.resolve_ref(&loc.0, &loc.1, &r)? {
+                Target::Node(l) => loc = l,
+                Target::Meta => return Ok(None),
+            }
+        }
+        Ok(Some(loc))
     }
 
     /// Lower the node at `doc#ptr`, naming generated types after `hint`.
     pub fn lower_at(&mut self, doc: &str, ptr: &str, hint: &str) -> Ty {
-        let key = (doc.to_string(), ptr.to_string());
+        self.lower_as(doc, ptr, hint, K_ALL)
+    }
+
+    /// Lower the node at `doc#ptr` where valid instances are known to be
+    /// of the JSON types `kinds`.
+    fn lower_as(&mut self, doc: &str, ptr: &str, hint: &str, kinds: Kinds) -> Ty {
+        let key = (doc.to_string(), ptr.to_string(), kinds);
         if let Some(t) = self.memo.get(&key) {
             return t.clone();
         }
-        // Placeholder for recursion through non-named nodes.
+        // Placeholder for recursion through non-named nodes: a value
+        // accepts whatever the recursion accepts.
         self.memo.insert(key.clone(), Ty::Value);
         self.depth += 1;
         let ty = if self.depth > 64 {
+            self.classify(doc, ptr, false);
             Ty::Value
         } else {
             let node = self.node(doc, ptr).cloned().unwrap_or(Value::Bool(true));
-            self.lower(doc, ptr, &node, hint, Some(key.clone()))
+            let ty = self.lower(doc, ptr, &node, hint, key.clone());
+            let alias = node.as_object().is_some_and(|m| {
+                m.contains_key("$ref")
+                    && m.keys()
+                        .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()))
+            });
+            if !alias {
+                // `true` and `{}` accept anything, `false` nothing: a value
+                // is as precise as a type can be.
+                let exact = node == Value::Bool(false) || (kinds == K_ALL && unconstrained(&node));
+                self.classify(doc, ptr, ty != Ty::Value || exact);
+            }
+            ty
         };
         self.depth -= 1;
         self.memo.insert(key, ty.clone());
         ty
     }
 
+    /// Record whether the node at `doc#ptr` got a precise type (the last
+    /// lowering of a node counts).
+    fn classify(&mut self, doc: &str, ptr: &str, precise: bool) {
+        match self
+            .classes
+            .insert((doc.to_string(), ptr.to_string()), precise)
+        {
+            Some(true) => self.precise -= 1,
+            Some(false) => self.fallback -= 1,
+            None => {}
+        }
+        if precise {
+            self.precise += 1;
+        } else {
+            self.fallback += 1;
+        }
+    }
+
+    /// The nodes kept as values although the schema constrains them.
+    pub fn fallback_nodes(&self) -> Vec<(String, String)> {
+        self.classes
+            .iter()
+            .filter(|(_, p)| !**p)
+            .map(|(l, _)| l.clone())
+            .collect()
+    }
+
     /// Lower an event's root: a type created for the root node itself takes
     /// `name`, which the caller has already claimed.
     pub fn lower_root(&mut self, doc: &str, name: &str) -> Ty {
-        self.root_name = Some(((doc.to_string(), String::new()), name.to_string()));
+        self.root_name = Some(((doc.to_string(), String::new(), K_ALL), name.to_string()));
         let t = self.lower_at(doc, "", name);
         self.root_name = None;
         t
@@ -443,12 +1041,16 @@ impl<'a> Lowerer<'a> {
         &mut self,
         hint: &str,
         node: &Map<String, Value>,
-        memo_key: Option<(String, String)>,
+        memo_key: Option<(String, String, Kinds)>,
+        nullable: bool,
     ) -> usize {
+        // A nullable root is an `Option` around this type, which the
+        // caller wraps in a newtype of the root's name.
         let fixed = match (&self.root_name, &memo_key) {
-            (Some((k, _)), Some(m)) if k == m => self.root_name.take().map(|(_, n)| n),
+            (Some((k, _)), Some(m)) if k == m && !nullable => self.root_name.take().map(|(_, n)| n),
             _ => None,
         };
+        let is_root = fixed.is_some();
         let name = fixed.unwrap_or_else(|| self.names.claim(&naming::type_ident(hint)));
         let doc = node
             .get("description")
@@ -461,257 +1063,301 @@ impl<'a> Lowerer<'a> {
             kind: TypeKind::Pending,
         });
         let idx = self.types.defs.len() - 1;
-        if let Some(k) = memo_key {
-            self.created_at.insert(idx, k.clone());
-            self.memo.insert(k, Ty::Named(idx));
+        if is_root {
+            self.root_def = Some(idx);
+        }
+        if let Some((d, p, k)) = memo_key {
+            self.created_at.insert(idx, (d.clone(), p.clone()));
+            self.memo
+                .insert((d, p, k), nullable_ty(nullable, Ty::Named(idx)));
         }
         idx
     }
 
-    fn value(&mut self) -> Ty {
-        self.fallback += 1;
-        Ty::Value
-    }
-
-    /// Lower one node (`memo_key` is set when the node is addressable, so
-    /// named types are shared by every reference to it).
+    /// Lower one node (`key` is its memo key, so named types are shared by
+    /// every reference to it).
     fn lower(
         &mut self,
         doc: &str,
         ptr: &str,
         node: &Value,
         hint: &str,
-        memo_key: Option<(String, String)>,
+        key: (String, String, Kinds),
     ) -> Ty {
-        let m = match node {
-            Value::Object(m) => m,
-            _ => return self.value(),
+        let Value::Object(m) = node else {
+            return Ty::Value;
         };
+        let (draft, no_assertions) = self.draft(doc);
+        if no_assertions {
+            return Ty::Value;
+        }
+        let kinds = key.2;
+        let own = declared_kinds(m);
         if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-            return match self.resolve_ref(doc, &format!("{ptr}/$ref"), r) {
-                Ok((d, p)) => {
+            let legacy = draft == Draft::Legacy;
+            let siblings = m
+                .keys()
+                .any(|k| k != "$ref" && !ANNOTATIONS.contains(&k.as_str()));
+            let assume = if legacy { kinds } else { kinds & own };
+            let t = match self.resolve_ref(doc, ptr, r) {
+                Ok(Target::Node((d, p))) => {
                     let h = ref_hint(&d, &p, self.node(&d, &p), hint);
-                    self.lower_at(&d, &p, &h)
+                    self.lower_as(&d, &p, &h, assume)
                 }
-                Err(()) => Ty::Value,
+                Ok(Target::Meta) => Ty::Value,
+                Err(()) => return Ty::Value,
             };
-        }
-        if m.contains_key("$dynamicRef") || m.contains_key("$recursiveRef") {
-            return self.value();
-        }
-        // Keywords whose meaning a Rust type would change: the whole node is
-        // validated at runtime and carried as a JSON value.
-        for k in [
-            "not",
-            "if",
-            "then",
-            "else",
-            "dependentSchemas",
-            "dependencies",
-            "dependentRequired",
-            "unevaluatedProperties",
-            "unevaluatedItems",
-            "patternProperties",
-            "prefixItems",
-        ] {
-            if m.contains_key(k) {
-                return self.value();
+            // Before 2019-09 `$ref` hides its siblings; since, they are
+            // conjunctive and either side gives a complete type.
+            if legacy || !siblings || t != Ty::Value {
+                return t;
             }
         }
-        let types: Vec<&str> = match m.get("type") {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        let nullable = types.contains(&"null");
-        let non_null: Vec<&str> = types.iter().copied().filter(|t| *t != "null").collect();
-        let wrap = |t: Ty| {
-            if nullable && !matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) {
-                Ty::Option(Box::new(t))
-            } else {
-                t
-            }
-        };
-
-        // const / enum
-        let consts: Option<Vec<Value>> = match (m.get("const"), m.get("enum")) {
-            (Some(c), _) => Some(vec![c.clone()]),
-            (None, Some(Value::Array(a))) => Some(a.clone()),
-            _ => None,
-        };
-        if let Some(values) = consts {
-            return self.lower_enum(&values, m, hint, memo_key, nullable);
+        let kinds = kinds & own;
+        if kinds == 0 {
+            // Nothing is valid: any type will do.
+            return Ty::Value;
         }
-
-        // allOf / oneOf / anyOf
-        let has_shape = m.contains_key("properties")
-            || m.contains_key("items")
-            || m.contains_key("additionalProperties");
-        if let Some(Value::Array(all)) = m.get("allOf") {
-            if m.contains_key("oneOf") || m.contains_key("anyOf") {
-                return self.value();
-            }
-            return self.lower_all_of(doc, ptr, m, all, hint, memo_key);
+        if let Some(c) = m.get("const") {
+            return self.lower_enum(std::slice::from_ref(c), kinds, m, hint, key);
         }
-        for kw in ["oneOf", "anyOf"] {
-            if let Some(Value::Array(alts)) = m.get(kw) {
-                if has_shape
-                    || !non_null.is_empty() && non_null.len() != 1
-                    || (m.contains_key("oneOf") && m.contains_key("anyOf"))
-                {
-                    return self.value();
-                }
-                return self.lower_union(doc, ptr, kw, m, alts, hint, memo_key, &non_null);
-            }
+        if let Some(Value::Array(a)) = m.get("enum") {
+            return self.lower_enum(a, kinds, m, hint, key);
         }
-
-        let inferred = if non_null.is_empty() {
-            if m.contains_key("properties")
-                || m.contains_key("additionalProperties")
-                || m.contains_key("required")
-            {
-                Some("object")
-            } else if m.contains_key("items") {
-                Some("array")
-            } else if nullable {
-                return Ty::Null;
-            } else {
-                None
-            }
-        } else if non_null.len() == 1 {
-            Some(non_null[0])
-        } else if non_null.len() == 2
-            && non_null.contains(&"integer")
-            && non_null.contains(&"number")
+        if let Some(Value::Array(all)) = m.get("allOf")
+            && !all.is_empty()
         {
-            Some("number")
-        } else {
-            None
-        };
-        let Some(t) = inferred else {
-            return self.value();
-        };
-        // Other type-specific keywords beside a different `type` mean the
-        // node accepts more than one shape: keep it as a value.
-        if t != "object" && has_shape && t != "array" {
-            return self.value();
+            return self.lower_all_of(doc, ptr, m, all.len(), hint, key, kinds);
         }
-        let ty = match t {
-            "boolean" => Ty::Bool,
-            "integer" => Ty::Int(int_kind(m)),
-            "number" => Ty::F64,
-            "string" => match m.get("format").and_then(Value::as_str) {
-                Some("date-time") => Ty::DateTime,
-                Some("date") => Ty::Date,
-                Some("uuid") => Ty::Uuid,
-                _ => Ty::String,
-            },
-            "array" => match m.get("items") {
-                None | Some(Value::Bool(true)) => Ty::Vec(Box::new(Ty::Value)),
-                Some(Value::Object(_)) => {
-                    let it = self.lower_at(doc, &format!("{ptr}/items"), &format!("{hint}Item"));
-                    Ty::Vec(Box::new(it))
-                }
-                Some(_) => return self.value(),
-            },
-            "object" => return self.lower_object(doc, ptr, m, hint, memo_key, nullable),
-            _ => return self.value(),
-        };
-        self.precise += 1;
-        wrap(ty)
+        let t = self.lower_own_union(doc, ptr, m, hint, &key, kinds);
+        if t != Ty::Value {
+            return t;
+        }
+        if kinds | K_NULL == K_ALL {
+            return self.lower_untyped(doc, ptr, m, hint, key);
+        }
+        self.lower_kinds(doc, ptr, m, hint, Some(key), kinds)
     }
 
-    fn lower_enum(
-        &mut self,
-        values: &[Value],
-        m: &Map<String, Value>,
-        hint: &str,
-        memo_key: Option<(String, String)>,
-        nullable: bool,
-    ) -> Ty {
-        let has_null = nullable || values.iter().any(Value::is_null);
-        let strings: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
-        let others = values
-            .iter()
-            .filter(|v| !v.is_null() && !v.is_string())
-            .count();
-        if others > 0 || strings.is_empty() {
-            if !values.is_empty() && values.iter().all(Value::is_boolean) {
-                self.precise += 1;
-                return if has_null {
-                    Ty::Option(Box::new(Ty::Bool))
-                } else {
-                    Ty::Bool
-                };
-            }
-            if values.iter().all(Value::is_null) {
-                self.precise += 1;
-                return Ty::Null;
-            }
-            return self.value();
-        }
-        // `type` must allow strings for the enum to be a string enum.
-        if let Some(t) = m.get("type") {
-            let allows = match t {
-                Value::String(s) => s == "string",
-                Value::Array(a) => a.iter().any(|x| x == "string"),
-                _ => false,
-            };
-            if !allows {
-                return self.value();
-            }
-        }
-        let mut seen = BTreeSet::new();
-        let uniq: Vec<&str> = strings.into_iter().filter(|s| seen.insert(*s)).collect();
-        let idx = self.reserve(hint, m, memo_key);
-        let mut scope = Scope::default();
-        let variants = uniq
-            .iter()
-            .map(|s| (scope.claim(&naming::type_ident(s)), s.to_string()))
-            .collect();
-        self.types.defs[idx].kind = TypeKind::Enum { variants };
-        self.precise += 1;
-        if has_null {
-            Ty::Option(Box::new(Ty::Named(idx)))
-        } else {
-            Ty::Named(idx)
-        }
-    }
-
-    fn lower_object(
+    /// A node without `type` whose object or array keywords say something:
+    /// an enum of the typed objects or arrays, and any other value.
+    fn lower_untyped(
         &mut self,
         doc: &str,
         ptr: &str,
         m: &Map<String, Value>,
         hint: &str,
-        memo_key: Option<(String, String)>,
+        key: (String, String, Kinds),
+    ) -> Ty {
+        let objects = m
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| !p.is_empty())
+            || m.get("additionalProperties").is_some_and(Value::is_object)
+            || self.all_of_has_properties(doc, ptr, m);
+        let arrays = m.get("items").is_some_and(Value::is_object) && !m.contains_key("prefixItems");
+        if !objects && !arrays {
+            return Ty::Value;
+        }
+        let idx = self.reserve(hint, m, Some(key), false);
+        let parent = self.types.defs[idx].name.clone();
+        let mut variants = Vec::new();
+        for (on, kind, name) in [(objects, K_OBJECT, "Object"), (arrays, K_ARRAY, "Array")] {
+            if on {
+                let t = self.lower_as(doc, ptr, &format!("{parent}{name}"), kind);
+                if t != Ty::Value
+                    && t != Ty::Map(Box::new(Ty::Value))
+                    && t != Ty::Vec(Box::new(Ty::Value))
+                {
+                    variants.push((name.to_string(), t));
+                }
+            }
+        }
+        if variants.is_empty() && self.root_def != Some(idx) {
+            self.types.defs[idx].kind = TypeKind::Newtype { inner: Ty::Value };
+            return Ty::Value;
+        }
+        variants.push(("Other".to_string(), Ty::Value));
+        self.types.defs[idx].kind = TypeKind::Untagged { variants };
+        Ty::Named(idx)
+    }
+
+    fn all_of_has_properties(&mut self, doc: &str, ptr: &str, m: &Map<String, Value>) -> bool {
+        let n = m.get("allOf").and_then(Value::as_array).map_or(0, Vec::len);
+        (0..n).any(|i| match self.follow(doc, &format!("{ptr}/allOf/{i}")) {
+            Ok(Some((d, p))) => self
+                .node(&d, &p)
+                .and_then(|v| v.get("properties"))
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty()),
+            _ => false,
+        })
+    }
+
+    /// The `oneOf`/`anyOf` of a node without object or array keywords of
+    /// its own (those would type it on their own).
+    fn lower_own_union(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        m: &Map<String, Value>,
+        hint: &str,
+        key: &(String, String, Kinds),
+        kinds: Kinds,
+    ) -> Ty {
+        let shape = [
+            "properties",
+            "additionalProperties",
+            "patternProperties",
+            "items",
+            "prefixItems",
+            "additionalItems",
+        ]
+        .iter()
+        .any(|k| m.contains_key(*k));
+        if shape {
+            return Ty::Value;
+        }
+        for kw in ["oneOf", "anyOf"] {
+            if let Some(Value::Array(alts)) = m.get(kw)
+                && !alts.is_empty()
+            {
+                let t = self.lower_union(doc, ptr, kw, alts.len(), m, hint, key.clone(), kinds);
+                if t != Ty::Value {
+                    return t;
+                }
+            }
+        }
+        Ty::Value
+    }
+
+    /// Type a node from its own keywords, knowing the JSON types it allows.
+    fn lower_kinds(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        m: &Map<String, Value>,
+        hint: &str,
+        key: Option<(String, String, Kinds)>,
+        kinds: Kinds,
+    ) -> Ty {
+        let nullable = kinds & K_NULL != 0;
+        let mut cats: Vec<Kinds> = Vec::new();
+        if kinds & K_FRACTION != 0 {
+            cats.push(K_FRACTION);
+        } else if kinds & K_INTEGER != 0 {
+            cats.push(K_INTEGER);
+        }
+        for k in [K_BOOL, K_STRING, K_OBJECT, K_ARRAY] {
+            if kinds & k != 0 {
+                cats.push(k);
+            }
+        }
+        match cats.len() {
+            0 => {
+                if nullable {
+                    Ty::Null
+                } else {
+                    Ty::Value
+                }
+            }
+            5 => Ty::Value,
+            1 => {
+                let t = self.lower_kind(doc, ptr, m, hint, key, cats[0], nullable);
+                nullable_ty(nullable, t)
+            }
+            _ => {
+                let idx = self.reserve(hint, m, key, nullable);
+                let parent = self.types.defs[idx].name.clone();
+                let mut variants = Vec::new();
+                for c in cats {
+                    let name = kind_name(c);
+                    let t =
+                        self.lower_kind(doc, ptr, m, &format!("{parent}{name}"), None, c, false);
+                    variants.push((name.to_string(), t));
+                }
+                self.types.defs[idx].kind = TypeKind::Untagged { variants };
+                nullable_ty(nullable, Ty::Named(idx))
+            }
+        }
+    }
+
+    /// The type of one JSON type of a node.
+    #[allow(clippy::too_many_arguments)]
+    fn lower_kind(
+        &mut self,
+        doc: &str,
+        ptr: &str,
+        m: &Map<String, Value>,
+        hint: &str,
+        key: Option<(String, String, Kinds)>,
+        kind: Kinds,
         nullable: bool,
     ) -> Ty {
-        let props = m.get("properties").and_then(Value::as_object);
-        let additional = m.get("additionalProperties");
-        let wrap = |t: Ty| if nullable { Ty::Option(Box::new(t)) } else { t };
-        if props.is_none_or(Map::is_empty) {
-            self.precise += 1;
-            return wrap(match additional {
-                Some(Value::Object(_)) => {
-                    let v = self.lower_at(
-                        doc,
-                        &format!("{ptr}/additionalProperties"),
-                        &format!("{hint}Value"),
-                    );
-                    Ty::Map(Box::new(v))
+        match kind {
+            K_BOOL => Ty::Bool,
+            K_INTEGER => match int_kind(m, self.options.typed_formats) {
+                Some(k) => Ty::Int(k),
+                None if self.options.big_integers => Ty::Number,
+                None if m
+                    .get("minimum")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|x| x >= 0.0) =>
+                {
+                    Ty::Int("u64")
                 }
-                _ => Ty::Map(Box::new(Ty::Value)),
-            });
+                None => Ty::Int("i64"),
+            },
+            K_FRACTION => Ty::F64,
+            K_STRING => match m.get("format").and_then(Value::as_str) {
+                Some("date-time") if self.options.typed_formats => Ty::DateTime,
+                Some("date") if self.options.typed_formats => Ty::Date,
+                Some("uuid") if self.options.typed_formats => Ty::Uuid,
+                _ => Ty::String,
+            },
+            K_ARRAY => {
+                // `prefixItems` (or an array `items`) makes a tuple, whose
+                // items differ: keep them as values.
+                if m.contains_key("prefixItems") {
+                    return Ty::Vec(Box::new(Ty::Value));
+                }
+                match m.get("items") {
+                    Some(Value::Object(_)) => {
+                        let it =
+                            self.lower_at(doc, &format!("{ptr}/items"), &format!("{hint}Item"));
+                        Ty::Vec(Box::new(it))
+                    }
+                    _ => Ty::Vec(Box::new(Ty::Value)),
+                }
+            }
+            _ => self.lower_struct(
+                &[(doc.to_string(), ptr.to_string())],
+                hint,
+                key,
+                None,
+                nullable,
+            ),
         }
-        let props = props.cloned().unwrap_or_default();
-        // additionalProperties with a schema beside named properties: the
-        // extra entries would be lost by a struct, keep the value whole.
-        if matches!(additional, Some(Value::Object(_))) {
-            return self.value();
-        }
-        let required: BTreeSet<String> = m
-            .get("required")
+    }
+
+    fn object_part(&self, loc: &Loc) -> ObjectPart {
+        let m = self.node(&loc.0, &loc.1).and_then(Value::as_object);
+        let get = |k: &str| m.and_then(|m| m.get(k));
+        let props = get("properties")
+            .and_then(Value::as_object)
+            .map(|p| {
+                p.keys()
+                    .map(|k| {
+                        let l = (
+                            loc.0.clone(),
+                            format!("{}/properties/{}", loc.1, escape_token(k)),
+                        );
+                        (k.clone(), l)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let required = get("required")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -719,14 +1365,74 @@ impl<'a> Lowerer<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let idx = self.reserve(hint, m, memo_key);
+        let patterns = get("patternProperties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| !p.is_empty());
+        let extra = match get("additionalProperties") {
+            Some(Value::Object(_)) => {
+                Some((loc.0.clone(), format!("{}/additionalProperties", loc.1)))
+            }
+            _ => None,
+        };
+        ObjectPart {
+            loc: loc.clone(),
+            props,
+            required,
+            closed: get("additionalProperties") == Some(&Value::Bool(false)),
+            extra,
+            patterns,
+        }
+    }
+
+    /// A struct (or a map) for the object keywords of `parts`, all of which
+    /// an instance satisfies. `skip` is a discriminator property left out.
+    fn lower_struct(
+        &mut self,
+        parts: &[Loc],
+        hint: &str,
+        key: Option<(String, String, Kinds)>,
+        skip: Option<&str>,
+        nullable: bool,
+    ) -> Ty {
+        let parts: Vec<ObjectPart> = parts.iter().map(|l| self.object_part(l)).collect();
+        let mut props: Vec<(String, Loc)> = Vec::new();
+        let mut required: BTreeSet<String> = BTreeSet::new();
+        for p in &parts {
+            for (k, l) in &p.props {
+                if Some(k.as_str()) != skip && !props.iter().any(|(j, _)| j == k) {
+                    props.push((k.clone(), l.clone()));
+                }
+            }
+            required.extend(p.required.iter().cloned());
+        }
+        // Properties outside `properties`: forbidden when a part is closed
+        // (and has no patterns), typed by `additionalProperties` when a
+        // part without patterns has one, kept as values otherwise.
+        let closed = parts.iter().any(|p| p.closed && !p.patterns);
+        let extra_loc = parts
+            .iter()
+            .find(|p| p.extra.is_some() && !p.patterns)
+            .and_then(|p| p.extra.clone());
+        if props.is_empty() {
+            let v = match extra_loc {
+                Some((d, p)) => self.lower_at(&d, &p, &format!("{hint}Value")),
+                None => Ty::Value,
+            };
+            return Ty::Map(Box::new(v));
+        }
+        let node = self
+            .node(&parts[0].loc.0, &parts[0].loc.1)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let idx = self.reserve(hint, &node, key, nullable);
         let parent = self.types.defs[idx].name.clone();
         let mut scope = Scope::default();
         // Names equal to their JSON property claim first, so `foo_bar` keeps
         // its name and `fooBar` becomes `foo_bar_2`.
         let mut idents: BTreeMap<String, String> = BTreeMap::new();
         for pass in [true, false] {
-            for k in props.keys() {
+            for (k, _) in &props {
                 let id = naming::field_ident(k);
                 if (naming::unraw(&id) == k) == pass {
                     idents.insert(k.clone(), scope.claim(&id));
@@ -734,10 +1440,10 @@ impl<'a> Lowerer<'a> {
             }
         }
         let mut fields = Vec::new();
-        for (k, schema) in &props {
-            let fptr = format!("{ptr}/properties/{}", escape_token(k));
+        for (k, (d, p)) in &props {
             let fhint = format!("{parent}{}", naming::type_ident(k));
-            let ty = self.lower_at(doc, &fptr, &fhint);
+            let ty = self.lower_at(d, p, &fhint);
+            let schema = self.node(d, p).cloned().unwrap_or(Value::Bool(true));
             let optional = !required.contains(k);
             let doc_lines = schema
                 .get("description")
@@ -745,12 +1451,13 @@ impl<'a> Lowerer<'a> {
                 .map(naming::doc_lines)
                 .unwrap_or_default();
             let ident = idents[k].clone();
-            let default = if optional {
+            let default = if optional && self.options.apply_defaults {
                 self.default_expr(&parent, &ident, &ty, schema.get("default"))
             } else {
                 None
             };
-            let ty = if optional && default.is_none() && !matches!(ty, Ty::Option(_)) {
+            let optional = optional && default.is_none();
+            let ty = if optional {
                 Ty::Option(Box::new(ty))
             } else {
                 ty
@@ -759,18 +1466,75 @@ impl<'a> Lowerer<'a> {
                 ident,
                 json: k.clone(),
                 ty,
-                optional: optional && default.is_none(),
+                optional,
                 default,
                 doc: doc_lines,
             });
         }
-        let deny_unknown = matches!(additional, Some(Value::Bool(false)));
+        let extra = if closed {
+            None
+        } else {
+            let v = match extra_loc {
+                Some((d, p)) => self.lower_at(&d, &p, &format!("{parent}Value")),
+                None => Ty::Value,
+            };
+            Some((scope.claim("extra"), Ty::Map(Box::new(v))))
+        };
         self.types.defs[idx].kind = TypeKind::Struct {
             fields,
-            deny_unknown,
+            deny_unknown: closed,
+            extra,
         };
-        self.precise += 1;
-        wrap(Ty::Named(idx))
+        nullable_ty(nullable, Ty::Named(idx))
+    }
+
+    fn lower_enum(
+        &mut self,
+        values: &[Value],
+        kinds: Kinds,
+        m: &Map<String, Value>,
+        hint: &str,
+        key: (String, String, Kinds),
+    ) -> Ty {
+        let vals: Vec<&Value> = values
+            .iter()
+            .filter(|v| kind_of_value(v) & kinds != 0)
+            .collect();
+        if vals.is_empty() {
+            return Ty::Value;
+        }
+        let has_null = vals.iter().any(|v| v.is_null());
+        let non: Vec<&Value> = vals.into_iter().filter(|v| !v.is_null()).collect();
+        let t = if non.is_empty() {
+            Ty::Null
+        } else if non.iter().all(|v| v.is_string()) {
+            let mut seen = BTreeSet::new();
+            let uniq: Vec<&str> = non
+                .iter()
+                .filter_map(|v| v.as_str())
+                .filter(|s| seen.insert(*s))
+                .collect();
+            let idx = self.reserve(hint, m, Some(key), has_null);
+            let mut scope = Scope::default();
+            let variants = uniq
+                .iter()
+                .map(|s| (scope.claim(&naming::type_ident(s)), s.to_string()))
+                .collect();
+            self.types.defs[idx].kind = TypeKind::Enum { variants };
+            Ty::Named(idx)
+        } else if non.iter().all(|v| v.is_boolean()) {
+            Ty::Bool
+        } else if non.iter().all(|v| v.is_number()) {
+            let ints: Option<Vec<i128>> = non.iter().map(|v| integral(v)).collect();
+            match ints {
+                Some(is) if is.iter().all(|&i| i64::try_from(i).is_ok()) => Ty::Int("i64"),
+                Some(is) if is.iter().all(|&i| u64::try_from(i).is_ok()) => Ty::Int("u64"),
+                _ => Ty::F64,
+            }
+        } else {
+            return Ty::Value;
+        };
+        nullable_ty(has_null, t)
     }
 
     fn default_expr(
@@ -783,14 +1547,18 @@ impl<'a> Lowerer<'a> {
         let d = default?;
         let expr = match (ty, d) {
             (Ty::Bool, Value::Bool(b)) => b.to_string(),
-            (Ty::Int(k), Value::Number(n)) => {
-                let v = n
-                    .as_i64()
-                    .map(|v| v.to_string())
-                    .or_else(|| n.as_u64().map(|v| v.to_string()))?;
+            (Ty::Int(k), Value::Number(_)) => {
+                let v = integral(d)?;
                 let fits = match *k {
-                    "u64" | "u32" | "u16" | "u8" => !v.starts_with('-'),
-                    _ => true,
+                    "i8" => i8::try_from(v).is_ok(),
+                    "i16" => i16::try_from(v).is_ok(),
+                    "i32" => i32::try_from(v).is_ok(),
+                    "i64" => i64::try_from(v).is_ok(),
+                    "u8" => u8::try_from(v).is_ok(),
+                    "u16" => u16::try_from(v).is_ok(),
+                    "u32" => u32::try_from(v).is_ok(),
+                    "u64" => u64::try_from(v).is_ok(),
+                    _ => false,
                 };
                 if !fits {
                     return None;
@@ -824,115 +1592,84 @@ impl<'a> Lowerer<'a> {
         Some((f, expr))
     }
 
+    /// Is `loc` a plain object schema (see [`objecty`])?
+    fn objecty(&self, loc: &Loc) -> bool {
+        match self.node(&loc.0, &loc.1) {
+            Some(Value::Object(m)) => objecty(m),
+            Some(Value::Bool(true)) => true,
+            _ => false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn lower_all_of(
         &mut self,
         doc: &str,
         ptr: &str,
         m: &Map<String, Value>,
-        all: &[Value],
+        n: usize,
         hint: &str,
-        memo_key: Option<(String, String)>,
+        key: (String, String, Kinds),
+        kinds: Kinds,
     ) -> Ty {
-        // Collect the object schemas to merge, following `$ref`s.
-        let mut parts: Vec<(String, String)> = Vec::new();
-        for i in 0..all.len() {
-            let mut d = doc.to_string();
-            let mut p = format!("{ptr}/allOf/{i}");
-            for _ in 0..16 {
-                let Some(r) = self
-                    .node(&d, &p)
-                    .and_then(|n| n.get("$ref"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                else {
-                    break;
-                };
-                match self.resolve_ref(&d, &format!("{p}/$ref"), &r) {
-                    Ok((d2, p2)) => (d, p) = (d2, p2),
-                    Err(()) => return Ty::Value,
-                }
+        let mut locs = Vec::new();
+        for i in 0..n {
+            match self.follow(doc, &format!("{ptr}/allOf/{i}")) {
+                Ok(Some(l)) => locs.push(l),
+                Ok(None) => {}
+                Err(()) => return Ty::Value,
             }
-            parts.push((d, p));
         }
-        if parts.len() == 1 && !m.contains_key("properties") {
-            let (d, p) = parts.remove(0);
-            let h = if (d.as_str(), p.as_str()) == (doc, format!("{ptr}/allOf/0").as_str()) {
+        // Every branch holds: the kinds narrow to what all of them allow.
+        let mut kinds = kinds;
+        for (d, p) in &locs {
+            if let Some(Value::Object(b)) = self.node(d, p) {
+                kinds &= declared_kinds(b);
+            }
+        }
+        if kinds == 0 {
+            return Ty::Value;
+        }
+        let own = (doc.to_string(), ptr.to_string());
+        let mut own_node = m.clone();
+        own_node.remove("allOf");
+        let own_plain = own_node
+            .keys()
+            .all(|k| OBJECT_KEYWORDS.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str()));
+        let has_props = locs.iter().chain(std::iter::once(&own)).any(|(d, p)| {
+            self.node(d, p)
+                .and_then(|v| v.get("properties"))
+                .and_then(Value::as_object)
+                .is_some_and(|o| !o.is_empty())
+        });
+        let mergeable = own_plain && has_props && locs.iter().all(|l| self.objecty(l));
+        if kinds & !K_NULL == K_OBJECT && mergeable {
+            let mut parts = vec![own];
+            parts.extend(locs);
+            return self.lower_struct(&parts, hint, Some(key), None, kinds & K_NULL != 0);
+        }
+        if kinds | K_NULL == K_ALL && mergeable {
+            // Objects get the merged struct.
+            return self.lower_untyped(doc, ptr, m, hint, key);
+        }
+        // Any one branch gives a complete type: take the first precise one.
+        let t = self.lower_own_union(doc, ptr, m, hint, &key, kinds);
+        if t != Ty::Value {
+            return t;
+        }
+        for (i, (d, p)) in locs.iter().enumerate() {
+            let inline = (d.as_str(), p.as_str()) == (doc, format!("{ptr}/allOf/{i}").as_str());
+            let h = if inline {
                 hint.to_string()
             } else {
-                ref_hint(&d, &p, self.node(&d, &p), hint)
+                ref_hint(d, p, self.node(d, p), hint)
             };
-            return self.lower_at(&d, &p, &h);
-        }
-        let mut merged = Map::new();
-        let mut props = Map::new();
-        let mut required: Vec<Value> = Vec::new();
-        let mut sources: Vec<Value> = parts
-            .iter()
-            .filter_map(|(d, p)| self.node(d, p).cloned())
-            .collect();
-        let mut own = m.clone();
-        own.remove("allOf");
-        sources.push(Value::Object(own));
-        for s in &sources {
-            let Some(sm) = s.as_object() else {
-                return self.value();
-            };
-            for (k, v) in sm {
-                match k.as_str() {
-                    "properties" => {
-                        for (pk, pv) in v.as_object().into_iter().flatten() {
-                            match props.get(pk) {
-                                Some(old) if old != pv => {
-                                    props.insert(pk.clone(), Value::Bool(true));
-                                }
-                                _ => {
-                                    props.insert(pk.clone(), pv.clone());
-                                }
-                            }
-                        }
-                    }
-                    "required" => required.extend(v.as_array().cloned().unwrap_or_default()),
-                    "type" if v != "object" => return self.value(),
-                    "additionalProperties" if v == &Value::Bool(false) => {}
-                    k if NEUTRAL.contains(&k) || k == "type" => {
-                        merged.entry(k.to_string()).or_insert_with(|| v.clone());
-                    }
-                    _ => return self.value(),
-                }
+            let t = self.lower_as(d, p, &h, kinds);
+            if t != Ty::Value {
+                return t;
             }
         }
-        if props.is_empty() {
-            return self.value();
-        }
-        // Property schemas that were `$ref`s relative to another document
-        // would resolve wrongly once merged; keep those nodes as values.
-        let foreign = parts.iter().any(|(d, _)| d != doc);
-        if foreign && props.values().any(|v| v.to_string().contains("\"$ref\"")) {
-            return self.value();
-        }
-        merged.insert("type".into(), "object".into());
-        merged.insert("properties".into(), Value::Object(props));
-        merged.insert("required".into(), Value::Array(required));
-        // Lower the merged node as a synthetic document so nested
-        // properties get their own pointers.
-        let synth = format!("{doc}#allOf{ptr}");
-        let base = self
-            .docs
-            .get(doc)
-            .map(|d| d.path.clone())
-            .unwrap_or_default();
-        self.docs.insert(
-            synth.clone(),
-            Doc {
-                display: doc.to_string(),
-                path: base,
-                value: Value::Object(merged.clone()),
-                text: None,
-                origin: Some(self.root_of(doc)),
-            },
-        );
-        let t = self.lower_object(&synth, "", &merged, hint, memo_key.clone(), false);
-        t
+        self.lower_kinds(doc, ptr, &own_node, hint, Some(key), kinds)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -941,126 +1678,196 @@ impl<'a> Lowerer<'a> {
         doc: &str,
         ptr: &str,
         kw: &str,
+        n: usize,
         m: &Map<String, Value>,
-        alts: &[Value],
         hint: &str,
-        memo_key: Option<(String, String)>,
-        non_null: &[&str],
+        key: (String, String, Kinds),
+        kinds: Kinds,
     ) -> Ty {
-        let _ = non_null;
         // Resolve each alternative to its document and pointer.
         let mut locs = Vec::new();
-        for i in 0..alts.len() {
-            let mut d = doc.to_string();
-            let mut p = format!("{ptr}/{kw}/{i}");
-            for _ in 0..16 {
-                let Some(r) = self
-                    .node(&d, &p)
-                    .and_then(|n| n.get("$ref"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                else {
-                    break;
-                };
-                match self.resolve_ref(&d, &format!("{p}/$ref"), &r) {
-                    Ok((d2, p2)) => (d, p) = (d2, p2),
-                    Err(()) => return Ty::Value,
-                }
+        for i in 0..n {
+            match self.follow(doc, &format!("{ptr}/{kw}/{i}")) {
+                Ok(Some(l)) => locs.push((i, l)),
+                // A meta-schema alternative accepts any schema.
+                Ok(None) => return Ty::Value,
+                Err(()) => return Ty::Value,
             }
-            locs.push((d, p));
         }
-        let nodes: Vec<Value> = locs
-            .iter()
-            .map(|(d, p)| self.node(d, p).cloned().unwrap_or(Value::Bool(true)))
-            .collect();
-        let is_null = |v: &Value| {
-            v.get("type") == Some(&Value::String("null".into()))
-                && v.as_object().is_some_and(|o| {
-                    o.keys()
-                        .all(|k| k == "type" || NEUTRAL.contains(&k.as_str()))
-                })
-        };
-        let null_count = nodes.iter().filter(|v| is_null(v)).count();
-        // [X, null] → Option<X>
-        if nodes.len() == 2 && null_count == 1 {
-            let i = usize::from(is_null(&nodes[0]));
-            let (d, p) = locs[i].clone();
-            let t = self.lower_at(&d, &p, hint);
-            return if matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) {
-                t
-            } else {
-                Ty::Option(Box::new(t))
+        // Alternatives that only allow `null` make the union optional.
+        let mut nullable = false;
+        let mut alts = Vec::new();
+        for (i, (d, p)) in locs {
+            let node = self.node(&d, &p).cloned().unwrap_or(Value::Bool(true));
+            let k = match &node {
+                Value::Object(o) => {
+                    let mut k = declared_kinds(o) & kinds;
+                    if let Some(c) = o.get("const") {
+                        k &= kind_of_value(c);
+                    }
+                    k
+                }
+                Value::Bool(true) => kinds,
+                _ => 0,
             };
+            if k == 0 {
+                continue;
+            }
+            if k == K_NULL {
+                nullable = true;
+                continue;
+            }
+            alts.push((i, (d, p), node));
         }
-        if null_count > 0 || nodes.is_empty() {
-            return self.value();
+        if alts.is_empty() {
+            return if nullable { Ty::Null } else { Ty::Value };
         }
-        // A discriminator: a property every alternative requires with a
+        let kinds_nn = kinds & !K_NULL;
+        // A discriminator: objects that all require a property with a
         // distinct string `const`.
-        let tag = discriminator(&nodes);
-        let idx = self.reserve(hint, m, memo_key);
-        let parent = self.types.defs[idx].name.clone();
-        let mut scope = Scope::default();
-        if let Some((tag, values)) = tag {
+        let objects = kinds_nn == K_OBJECT
+            || alts.iter().all(|(_, _, v)| {
+                v.as_object()
+                    .is_some_and(|o| declared_kinds(o) & !K_NULL == K_OBJECT)
+            });
+        let plain = alts.iter().all(|(_, l, _)| self.objecty(l));
+        let nodes: Vec<Value> = alts.iter().map(|(_, _, v)| v.clone()).collect();
+        if alts.len() > 1
+            && objects
+            && plain
+            && let Some((tag, values)) = discriminator(&nodes)
+        {
+            let idx = self.reserve(hint, m, Some(key), nullable);
+            let parent = self.types.defs[idx].name.clone();
+            let mut scope = Scope::default();
             let mut variants = Vec::new();
-            for (i, ((d, p), value)) in locs.iter().zip(values).enumerate() {
-                let mut node = nodes[i].clone();
-                if let Some(props) = node.get_mut("properties").and_then(Value::as_object_mut) {
-                    props.remove(&tag);
-                }
-                if let Some(req) = node.get_mut("required").and_then(Value::as_array_mut) {
-                    req.retain(|r| r != &Value::String(tag.clone()));
-                }
+            for ((_, loc, _), value) in alts.iter().zip(values) {
                 let vname = scope.claim(&naming::type_ident(&value));
-                let synth = format!("{d}#variant{p}");
-                let base = self.docs.get(d).map(|x| x.path.clone()).unwrap_or_default();
-                self.docs.insert(
-                    synth.clone(),
-                    Doc {
-                        display: d.clone(),
-                        path: base,
-                        value: node,
-                        text: None,
-                        origin: Some(self.root_of(d)),
-                    },
+                let ty = self.lower_struct(
+                    std::slice::from_ref(loc),
+                    &format!("{parent}{vname}"),
+                    None,
+                    Some(&tag),
+                    false,
                 );
-                let ty = self.lower_at(&synth, "", &format!("{parent}{vname}"));
                 variants.push((vname, value, ty));
             }
             self.types.defs[idx].kind = TypeKind::Tagged { tag, variants };
-        } else {
-            let mut variants = Vec::new();
-            for (i, (d, p)) in locs.iter().enumerate() {
-                let own = (d.as_str(), p.as_str()) == (doc, format!("{ptr}/{kw}/{i}").as_str());
-                let hint = if own {
-                    format!("{parent}Variant{i}")
-                } else {
-                    ref_hint(d, p, self.node(d, p), &format!("{parent}Variant{i}"))
-                };
-                let ty = self.lower_at(d, p, &hint);
-                let base = match &ty {
-                    Ty::Named(j) => self.types.defs[*j].name.clone(),
-                    other => variant_name(other).to_string(),
-                };
-                let base = base
-                    .strip_prefix(&parent)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(&base)
-                    .to_string();
-                variants.push((scope.claim(&naming::type_ident(&base)), ty));
-            }
-            // serde tries untagged variants in order: integers before
-            // floats so whole numbers keep their type.
-            variants.sort_by_key(|(_, t)| match t {
-                Ty::Int(_) => 0,
-                Ty::F64 => 1,
-                Ty::Value => 3,
-                _ => 2,
-            });
-            self.types.defs[idx].kind = TypeKind::Untagged { variants };
+            return nullable_ty(nullable, Ty::Named(idx));
         }
-        self.precise += 1;
-        Ty::Named(idx)
+        let idx = (alts.len() > 1).then(|| self.reserve(hint, m, Some(key), nullable));
+        let parent = idx.map_or_else(|| hint.to_string(), |i| self.types.defs[i].name.clone());
+        let mut scope = Scope::default();
+        let mut variants: Vec<(String, Ty)> = Vec::new();
+        for (i, (d, p), _) in &alts {
+            let inline = (d.as_str(), p.as_str()) == (doc, format!("{ptr}/{kw}/{i}").as_str());
+            let vhint = if idx.is_none() {
+                hint.to_string()
+            } else if inline {
+                format!("{parent}Variant{i}")
+            } else {
+                ref_hint(d, p, self.node(d, p), &format!("{parent}Variant{i}"))
+            };
+            let ty = self.lower_as(d, p, &vhint, kinds);
+            if variants.iter().any(|(_, t)| *t == ty) {
+                continue;
+            }
+            let base = match &ty {
+                Ty::Named(j) => self.types.defs[*j].name.clone(),
+                other => variant_name(other).to_string(),
+            };
+            let base = base
+                .strip_prefix(&parent)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&base)
+                .to_string();
+            variants.push((scope.claim(&naming::type_ident(&base)), ty));
+        }
+        let Some(idx) = idx else {
+            let t = variants.pop().map_or(Ty::Value, |(_, t)| t);
+            return nullable_ty(nullable, t);
+        };
+        // serde tries untagged variants in order: integers before
+        // floats so whole numbers keep their type, values last.
+        variants.sort_by_key(|(_, t)| match t {
+            Ty::Int(_) => 0,
+            Ty::F64 | Ty::Number => 1,
+            Ty::Value => 3,
+            _ => 2,
+        });
+        // A value accepts anything: the union is no more precise (the type
+        // stays for references made while lowering it).
+        if variants.iter().all(|(_, t)| *t == Ty::Value) && self.root_def != Some(idx) {
+            self.types.defs[idx].kind = TypeKind::Newtype { inner: Ty::Value };
+            return Ty::Value;
+        }
+        // (An enum even with one variant left: the type may have been named
+        // after an event already.)
+        self.types.defs[idx].kind = TypeKind::Untagged { variants };
+        nullable_ty(nullable, Ty::Named(idx))
+    }
+}
+
+/// Keywords of a plain object schema: object keywords, and keywords that
+/// only narrow the valid instances (a struct can ignore those).
+const OBJECT_KEYWORDS: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependentRequired",
+    "dependencies",
+    "unevaluatedProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+];
+
+/// A plain object schema: it may allow objects, and has only
+/// [`OBJECT_KEYWORDS`] and annotations.
+fn objecty(m: &Map<String, Value>) -> bool {
+    declared_kinds(m) & K_OBJECT != 0
+        && m.keys()
+            .all(|k| OBJECT_KEYWORDS.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str()))
+}
+
+/// `Option<t>` when `nullable` and `t` does not hold `null` already.
+fn nullable_ty(nullable: bool, t: Ty) -> Ty {
+    if nullable && !matches!(t, Ty::Option(_) | Ty::Value | Ty::Null) {
+        Ty::Option(Box::new(t))
+    } else {
+        t
+    }
+}
+
+/// The integer a JSON number is equal to, if any.
+fn integral(v: &Value) -> Option<i128> {
+    let n = v.as_number()?;
+    if let Some(i) = n.as_i64() {
+        return Some(i.into());
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(u.into());
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() < 1.7e38).then_some(f as i128)
+}
+
+fn kind_name(k: Kinds) -> &'static str {
+    match k {
+        K_BOOL => "Boolean",
+        K_OBJECT => "Object",
+        K_ARRAY => "Array",
+        K_STRING => "String",
+        K_INTEGER => "Integer",
+        K_FRACTION => "Number",
+        _ => "Null",
     }
 }
 
@@ -1068,7 +1875,7 @@ fn variant_name(t: &Ty) -> &'static str {
     match t {
         Ty::Bool => "Boolean",
         Ty::Int(_) => "Integer",
-        Ty::F64 => "Number",
+        Ty::F64 | Ty::Number => "Number",
         Ty::String => "String",
         Ty::Uuid => "Uuid",
         Ty::DateTime => "DateTime",
@@ -1076,6 +1883,7 @@ fn variant_name(t: &Ty) -> &'static str {
         Ty::Null => "Null",
         Ty::Vec(_) => "Array",
         Ty::Map(_) => "Object",
+        Ty::Option(t) => variant_name(t),
         _ => "Value",
     }
 }
@@ -1104,8 +1912,8 @@ fn discriminator(nodes: &[Value]) -> Option<(String, Vec<String>)> {
                 Some(c) if req && !values.contains(&c) => values.push(c),
                 _ => continue 'cand,
             }
-            if n.get("type").is_some_and(|t| t != "object")
-                || n.get("additionalProperties").is_some_and(Value::is_object)
+            if n.get("additionalProperties").is_some_and(Value::is_object)
+                || n.get("patternProperties").is_some()
             {
                 continue 'cand;
             }
@@ -1134,21 +1942,40 @@ fn ref_hint(doc: &str, ptr: &str, node: Option<&Value>, fallback: &str) -> Strin
     fallback.to_string()
 }
 
-fn int_kind(m: &Map<String, Value>) -> &'static str {
-    match m.get("format").and_then(Value::as_str) {
-        Some("int8") => return "i8",
-        Some("int16") => return "i16",
-        Some("int32") => return "i32",
-        Some("int64") => return "i64",
-        Some("uint8") => return "u8",
-        Some("uint16") => return "u16",
-        Some("uint32") => return "u32",
-        Some("uint64") => return "u64",
-        _ => {}
+/// The Rust integer type of an integer node when its bounds keep it within
+/// 64 bits: `u64` when it cannot be negative, `i64` otherwise; OpenAPI's
+/// `int32`-style formats pick a smaller type when typed formats are on.
+fn int_kind(m: &Map<String, Value>, formats: bool) -> Option<&'static str> {
+    if formats {
+        match m.get("format").and_then(Value::as_str) {
+            Some("int8") => return Some("i8"),
+            Some("int16") => return Some("i16"),
+            Some("int32") => return Some("i32"),
+            Some("int64") => return Some("i64"),
+            Some("uint8") => return Some("u8"),
+            Some("uint16") => return Some("u16"),
+            Some("uint32") => return Some("u32"),
+            Some("uint64") => return Some("u64"),
+            _ => {}
+        }
     }
-    match m.get("minimum").and_then(Value::as_f64) {
-        Some(min) if min >= 0.0 => "u64",
-        _ => "i64",
+    let bound = |ks: [&str; 2]| {
+        ks.iter()
+            .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+            .reduce(|a, b| {
+                if ks[0] == "minimum" {
+                    a.max(b)
+                } else {
+                    a.min(b)
+                }
+            })
+    };
+    let min = bound(["minimum", "exclusiveMinimum"]);
+    let max = bound(["maximum", "exclusiveMaximum"]);
+    match (min, max) {
+        (Some(lo), Some(hi)) if lo >= 0.0 && hi < 1.8e19 => Some("u64"),
+        (Some(lo), Some(hi)) if lo >= -9.2e18 && hi < 9.2e18 => Some("i64"),
+        _ => None,
     }
 }
 
@@ -1252,4 +2079,72 @@ pub fn box_recursion(types: &mut Types) {
             _ => {}
         }
     }
+}
+
+/// One schema document lowered on its own (see [`lower_document`]).
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    /// Every generated type; the root is named as asked.
+    pub types: Types,
+    /// Index of the root type in `types.defs`.
+    pub root: usize,
+    /// Nodes given a precise type.
+    pub precise: usize,
+    /// Nodes kept as `serde_json::Value` although constrained.
+    pub fallback: usize,
+    /// Where those nodes are: document and JSON pointer.
+    pub fallback_at: Vec<(String, String)>,
+}
+
+/// Lower the schema document at `path` (read through `read`, like a
+/// catalog's schema file) to Rust types, the root one named `name`, as
+/// evgen does for an event's payload.
+pub fn lower_document(
+    path: &str,
+    name: &str,
+    read: &ReadFile<'_>,
+    options: Options,
+) -> Result<Lowered, crate::diag::Diagnostics> {
+    let mut low = Lowerer::new(read, &[]);
+    low.options = options;
+    let name = low.claim_name(name);
+    let ok = low.load(path, None);
+    if !ok || !low.errors.is_empty() {
+        return Err(crate::diag::Diagnostics(low.errors));
+    }
+    let ty = low.lower_root(path, &name);
+    if !low.errors.is_empty() {
+        return Err(crate::diag::Diagnostics(low.errors));
+    }
+    let root = match ty {
+        Ty::Named(j)
+            if low.is_root_def(j, path)
+                && matches!(
+                    low.types.defs[j].kind,
+                    TypeKind::Struct { .. }
+                        | TypeKind::Enum { .. }
+                        | TypeKind::Tagged { .. }
+                        | TypeKind::Untagged { .. }
+                ) =>
+        {
+            j
+        }
+        other => {
+            low.types.defs.push(TypeDef {
+                name,
+                doc: vec![],
+                kind: TypeKind::Newtype { inner: other },
+            });
+            low.types.defs.len() - 1
+        }
+    };
+    box_recursion(&mut low.types);
+    let fallback_at = low.fallback_nodes();
+    Ok(Lowered {
+        types: low.types,
+        root,
+        precise: low.precise,
+        fallback: low.fallback,
+        fallback_at,
+    })
 }
