@@ -33,6 +33,11 @@ const DLQ: &str = {{ dlq_lit }};
 /// Unacknowledged deliveries in flight at most.
 const PREFETCH: u16 = {{ prefetch }};
 
+/// How long a publish may wait for its confirm (and an ack for the
+/// broker) before the connection is taken for dead and reopened: a
+/// connection cut at the wrong moment may never answer.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
 const H_ATTEMPT: &str = "x-evgen-attempt";
 const H_ROUTING_KEY: &str = "x-evgen-routing-key";
 const H_REASON: &str = "x-evgen-reason";
@@ -242,12 +247,16 @@ impl Broker {
             }
         }
         for confirm in confirms {
-            match confirm.await {
-                Ok(c) if c.is_ack() => {}
-                Ok(_) => return Err(crate::Error::NotConfirmed("the broker nacked".into())),
-                Err(e) => {
+            match ::tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                Ok(Ok(c)) if c.is_ack() => {}
+                Ok(Ok(_)) => return Err(crate::Error::NotConfirmed("the broker nacked".into())),
+                Ok(Err(e)) => {
                     self.forget().await;
                     return Err(crate::Error::NotConfirmed(e.to_string()));
+                }
+                Err(_) => {
+                    self.forget().await;
+                    return Err(crate::Error::NotConfirmed("no confirm in time".into()));
                 }
             }
         }
@@ -277,8 +286,11 @@ impl Broker {
                 )
                 .await;
             let confirmed = match sent {
-                Ok(confirm) => confirm.await,
-                Err(e) => Err(e),
+                Ok(confirm) => match ::tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                    Ok(c) => c.map_err(|e| e.to_string()),
+                    Err(_) => Err("no confirm in time".to_string()),
+                },
+                Err(e) => Err(e.to_string()),
             };
             match confirmed {
                 Ok(c) if c.is_ack() => return Ok(()),
@@ -289,7 +301,7 @@ impl Broker {
                 }
             }
         }
-        let e = last.map(|e| e.to_string()).unwrap_or_default();
+        let e = last.unwrap_or_default();
         Err(crate::Error::NotConfirmed(e))
     }
 
@@ -462,21 +474,27 @@ async fn handle<H: Handlers>(
             .basic_publish("".into(), ShortString::from(queue), options, &d.data, props)
             .await;
         let confirmed = match sent {
-            Ok(confirm) => confirm.await.map(|c| c.is_ack()),
-            Err(e) => Err(e),
+            Ok(confirm) => ::tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .is_ok_and(|c| c.is_ok_and(|c| c.is_ack())),
+            Err(_) => false,
         };
-        if !matches!(confirmed, Ok(true)) {
+        if !confirmed {
             // Not forwarded: put it back rather than lose it.
             ::tracing::warn!(%routing_key, "could not forward the message; requeueing");
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..Default::default()
             };
-            let _ = d.nack(requeue).await;
+            let _ = ::tokio::time::timeout(CONFIRM_TIMEOUT, d.nack(requeue)).await;
             return;
         }
     }
-    if let Err(e) = d.ack(BasicAckOptions::default()).await {
-        ::tracing::warn!(%routing_key, error = %e, "ack failed; the broker will redeliver");
+    match ::tokio::time::timeout(CONFIRM_TIMEOUT, d.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            ::tracing::warn!(%routing_key, error = %e, "ack failed; the broker will redeliver")
+        }
+        Err(_) => ::tracing::warn!(%routing_key, "ack timed out; the broker will redeliver"),
     }
 }

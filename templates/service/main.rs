@@ -12,15 +12,15 @@
 //! - `RUST_LOG`: log filter (default `info`)
 //!
 //! HTTP: `GET /healthz`, `POST /events/{name}` publishes a produced event
-//! from its JSON payload, `GET /admin/dead-letters` lists dead letters and
-//! `POST /admin/dead-letters/replay` moves them back to the queue.
+//! from its JSON payload, `GET /admin/dead-letters?limit=N` lists dead
+//! letters and `POST /admin/dead-letters/replay` moves them back to the queue.
 
 mod handlers;
 
 use {{ events_mod }} as events;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -195,9 +195,15 @@ async fn publish(
     }
 }
 
-/// `GET /admin/dead-letters`: the first 100 dead letters, left in place.
-async fn dead_letters(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.broker.dead_letters(100).await {
+/// `GET /admin/dead-letters?limit=N`: the first N (default 100) dead
+/// letters, left in place.
+async fn dead_letters(State(state): State<AppState>, uri: Uri) -> (StatusCode, Json<Value>) {
+    let limit = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    match state.broker.dead_letters(limit).await {
         Ok(list) => {
             let list: Vec<Value> = list
                 .iter()

@@ -6,13 +6,17 @@
 //! - `AMQP_URL`: the broker (default `amqp://guest:guest@127.0.0.1:5672/%2f`)
 //! - `PORT`: the HTTP port (default 8080)
 //! - `RUST_LOG`: log filter (default `info`)
+//!
+//! HTTP: `GET /healthz`, `POST /events/{name}` publishes a produced event
+//! from its JSON payload, `GET /admin/dead-letters?limit=N` lists dead
+//! letters and `POST /admin/dead-letters/replay` moves them back to the queue.
 
 mod handlers;
 
 use orders_events as events;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 #[derive(Clone)]
 struct AppState {
+    broker: events::Broker,
     publisher: events::Publisher,
 }
 
@@ -36,19 +41,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker = connect().await?;
     broker.declare_topology().await?;
     let publisher = events::Publisher::new(broker.clone());
-    let subscriber = events::Subscriber::new(broker, handlers::App::default());
+    let subscriber = events::Subscriber::new(broker.clone(), handlers::App::default());
 
-    // One shutdown signal for both the HTTP server and the subscriber.
+    // One shutdown signal for the HTTP server and the background tasks.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut consumer_stop = stopped.clone();
-    let consumer = tokio::spawn(subscriber.run(async move {
-        let _ = consumer_stop.wait_for(|s| *s).await;
-    }));
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let consumer = tokio::spawn(subscriber.run(until_stopped(stopped.clone())));
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/events/{name}", post(publish))
-        .with_state(AppState { publisher });
+        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/dead-letters/replay", post(replay))
+        .with_state(AppState { broker, publisher });
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     tracing::info!(port, "listening");
     axum::serve(listener, app)
@@ -104,9 +111,50 @@ async fn publish(
             StatusCode::NOT_FOUND,
             Json(json!({ "error": format!("`{e}` is not an event this service publishes") })),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": e.to_string() })),
-        ),
+        Err(e) => unavailable(e),
     }
+}
+
+/// `GET /admin/dead-letters?limit=N`: the first N (default 100) dead
+/// letters, left in place.
+async fn dead_letters(State(state): State<AppState>, uri: Uri) -> (StatusCode, Json<Value>) {
+    let limit = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    match state.broker.dead_letters(limit).await {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .iter()
+                .map(|d| {
+                    json!({
+                        "event": d.event,
+                        "reason": d.reason,
+                        "error": d.error,
+                        "attempts": d.attempts,
+                        "first_failure": d.first_failure,
+                        "body": String::from_utf8_lossy(&d.body),
+                    })
+                })
+                .collect();
+            (StatusCode::OK, Json(Value::Array(list)))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /admin/dead-letters/replay`: move dead letters back to the queue.
+async fn replay(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.broker.replay_dead_letters(100_000).await {
+        Ok(n) => (StatusCode::OK, Json(json!({ "replayed": n }))),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: events::Error) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": e.to_string() })),
+    )
 }
