@@ -388,9 +388,67 @@ const ANNOTATIONS: &[&str] = &[
 
 /// A node that accepts every instance: `serde_json::Value` is its exact type.
 fn unconstrained(v: &Value) -> bool {
+    let all = |k: &str, f: fn(&Value) -> bool| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(f))
+    };
+    let any = |k: &str, f: fn(&Value) -> bool| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(f))
+    };
     match v {
         Value::Bool(b) => *b,
-        Value::Object(m) => m.keys().all(|k| ANNOTATIONS.contains(&k.as_str())),
+        Value::Object(m) => m.iter().all(|(k, s)| match k.as_str() {
+            "allOf" => all(k, unconstrained),
+            "anyOf" => any(k, unconstrained),
+            "oneOf" => v.get(k).and_then(Value::as_array).is_some_and(|a| {
+                a.iter().filter(|s| unconstrained(s)).count() == 1
+                    && a.iter().all(|s| unconstrained(s) || unsatisfiable(s))
+            }),
+            "not" => unsatisfiable(s),
+            "items"
+            | "additionalProperties"
+            | "additionalItems"
+            | "propertyNames"
+            | "unevaluatedItems"
+            | "unevaluatedProperties" => unconstrained(s),
+            "if" | "then" | "else" => {
+                unconstrained(m.get("then").unwrap_or(&Value::Bool(true)))
+                    && unconstrained(m.get("else").unwrap_or(&Value::Bool(true)))
+            }
+            "properties" | "patternProperties" | "dependentSchemas" => {
+                s.as_object().is_some_and(|o| o.values().all(unconstrained))
+            }
+            "required" => s.as_array().is_some_and(Vec::is_empty),
+            _ => ANNOTATIONS.contains(&k.as_str()),
+        }),
+        _ => false,
+    }
+}
+
+/// A node that accepts no instance: any type is exact.
+fn unsatisfiable(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !*b,
+        Value::Object(m) => {
+            m.get("enum")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+                || m.get("type")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+                || m.get("not").is_some_and(unconstrained)
+                || m.get("allOf")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(unsatisfiable))
+                || ["anyOf", "oneOf"].iter().any(|k| {
+                    m.get(*k)
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().all(unsatisfiable))
+                })
+        }
         _ => false,
     }
 }
@@ -891,12 +949,15 @@ impl<'a> Lowerer<'a> {
                     _ if is_meta_schema_uri(&target) => return Ok(Target::Meta),
                     _ => {
                         let what = if file.is_empty() { r } else { file };
-                        return refuse(
-                            self,
+                        let why = if reference.scheme.is_none() {
+                            // A relative reference against an absolute `$id`.
                             format!(
-                                "`{what}` is a remote reference; evgen never reads the network"
-                            ),
-                        );
+                                "`{what}` resolves against `{base}` to `{resource}`, a remote reference; evgen never reads the network"
+                            )
+                        } else {
+                            format!("`{what}` is a remote reference; evgen never reads the network")
+                        };
+                        return refuse(self, why);
                     }
                 }
             }
@@ -991,7 +1052,7 @@ impl<'a> Lowerer<'a> {
             if !alias {
                 // `true` and `{}` accept anything, `false` nothing: a value
                 // is as precise as a type can be.
-                let exact = node == Value::Bool(false) || (kinds == K_ALL && unconstrained(&node));
+                let exact = unsatisfiable(&node) || (kinds == K_ALL && unconstrained(&node));
                 self.classify(doc, ptr, ty != Ty::Value || exact);
             }
             ty
@@ -2147,4 +2208,157 @@ pub fn lower_document(
         fallback: low.fallback,
         fallback_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lower `files[0]` of an in-memory catalog folder.
+    fn lower(files: &[(&str, &str)]) -> Result<Lowered, Vec<String>> {
+        let read = |p: &str| -> std::io::Result<String> {
+            files
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map(|(_, t)| t.to_string())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+        };
+        lower_document(files[0].0, "Root", &read, Options::default())
+            .map_err(|d| d.0.into_iter().map(|d| d.message).collect())
+    }
+
+    fn rust(l: &Lowered) -> String {
+        crate::render::types_rs(&l.types)
+    }
+
+    #[test]
+    fn refs_across_files_anchors_and_defs() {
+        let l = lower(&[
+            (
+                "schemas/a.json",
+                r##"{"type": "object", "required": ["m", "c", "n"], "properties": {
+                    "m": {"$ref": "../common/money.json"},
+                    "c": {"$ref": "../common/money.json#/$defs/Currency"},
+                    "n": {"$ref": "../common/money.json#note"}}}"##,
+            ),
+            (
+                "common/money.json",
+                r##"{"type": "object", "title": "Money", "properties": {"cents": {"type": "integer"}},
+                    "$defs": {"Currency": {"enum": ["EUR", "USD"]},
+                              "Note": {"$anchor": "note", "type": "string"}}}"##,
+            ),
+        ])
+        .expect("lowers");
+        let r = rust(&l);
+        assert!(r.contains("pub m: Money,"), "{r}");
+        assert!(r.contains("pub c: Currency,"), "{r}");
+        assert!(r.contains("pub n: ::std::string::String,"), "{r}");
+    }
+
+    #[test]
+    fn recursion_within_and_across_files() {
+        let l = lower(&[
+            (
+                "schemas/tree.json",
+                r##"{"type": "object", "required": ["children", "up"], "properties": {
+                    "children": {"type": "array", "items": {"$ref": "#"}},
+                    "up": {"$ref": "node.json"}}}"##,
+            ),
+            (
+                "schemas/node.json",
+                r##"{"type": "object", "required": ["tree"], "properties": {"tree": {"$ref": "tree.json"}}}"##,
+            ),
+        ])
+        .expect("lowers");
+        let r = rust(&l);
+        assert!(r.contains("pub children: ::std::vec::Vec<Root>,"), "{r}");
+        assert!(r.contains("::std::boxed::Box<"), "{r}");
+    }
+
+    #[test]
+    fn ids_change_the_base() {
+        let l = lower(&[(
+            "schemas/a.json",
+            r##"{"$id": "urn:example:a", "type": "object", "required": ["x"],
+                "properties": {"x": {"$ref": "urn:example:b#/$defs/X"}},
+                "$defs": {"b": {"$id": "urn:example:b", "$defs": {"X": {"type": "boolean"}}}}}"##,
+        )])
+        .expect("lowers");
+        assert!(rust(&l).contains("pub x: bool,"));
+    }
+
+    #[test]
+    fn refs_leaving_the_folder_or_reaching_the_network_are_refused() {
+        for (r, want) in [
+            ("../../x.json", "leaves the catalog's folder"),
+            ("https://example.com/x.json", "is a remote reference"),
+            ("//example.com/x.json", "remote reference"),
+            ("/etc/passwd", "is an absolute path"),
+        ] {
+            let doc = format!(r#"{{"properties": {{"p": {{"$ref": "{r}"}}}}}}"#);
+            let e = lower(&[("schemas/a.json", &doc)]).expect_err(r);
+            assert!(e.iter().any(|m| m.contains(want)), "{r}: {e:?}");
+        }
+        // A relative reference against an absolute `$id` is remote too.
+        let e = lower(&[(
+            "schemas/a.json",
+            r#"{"$id": "https://example.com/a.json", "properties": {"p": {"$ref": "b.json"}}}"#,
+        )])
+        .expect_err("remote");
+        assert!(
+            e[0].contains("resolves against `https://example.com/a.json`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn uri_resolution() {
+        let cases = [
+            ("http://a/b/c/d;p?q", "g", "http://a/b/c/g"),
+            ("http://a/b/c/d;p?q", "../g", "http://a/b/g"),
+            ("http://a/b/c/d;p?q", "#s", "http://a/b/c/d;p?q#s"),
+            ("http://a/b/c/d;p?q", "//g", "http://g"),
+            ("http://a/b/c/d;p?q", "/./g", "http://a/g"),
+            ("urn:uuid:1234", "#/$defs/x", "urn:uuid:1234#/$defs/x"),
+            (
+                "evgen:///schemas/a.json",
+                "b.json",
+                "evgen:///schemas/b.json",
+            ),
+        ];
+        for (base, r, want) in cases {
+            let (t, _) = UriRef::parse(base).resolve(&UriRef::parse(r));
+            let mut got = t.to_string_without_fragment();
+            if let Some(f) = &t.fragment {
+                got = format!("{got}#{f}");
+            }
+            assert_eq!(got, want, "{base} + {r}");
+        }
+        let (_, escaped) =
+            UriRef::parse("evgen:///schemas/a.json").resolve(&UriRef::parse("../../x"));
+        assert!(escaped);
+    }
+
+    #[test]
+    fn integers_and_nulls_keep_their_meaning() {
+        let l = lower(&[(
+            "schemas/a.json",
+            r#"{"type": "object", "properties": {
+                "n": {"type": ["integer", "null"]},
+                "big": {"type": "integer"},
+                "small": {"type": "integer", "minimum": 0, "maximum": 10}}}"#,
+        )])
+        .expect("lowers");
+        let r = rust(&l);
+        assert!(
+            r.contains("pub n: ::std::option::Option<::std::option::Option<i64>>,"),
+            "{r}"
+        );
+        assert!(r.contains("evgen_serde::present_de"), "{r}");
+        assert!(r.contains("pub small: ::std::option::Option<u64>,"), "{r}");
+        assert!(
+            r.contains("pub extra: ::std::collections::BTreeMap<"),
+            "{r}"
+        );
+    }
 }
