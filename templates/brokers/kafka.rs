@@ -74,9 +74,9 @@ const DELIVERY_TIMEOUT_MS: &str = "30000";
 /// Consumer group liveness: a crashed member's partitions move after this.
 const SESSION_TIMEOUT_MS: &str = "6000";
 const HEARTBEAT_INTERVAL_MS: &str = "500";
-/// Completed offsets are committed this often (and on rebalance and
-/// shutdown).
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Settled offsets are committed this often (and on rebalance and
+/// shutdown): after a crash, at most this much settled work is redone.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// Admin and metadata requests.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -333,9 +333,14 @@ impl Broker {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            let started = ::std::time::Instant::now();
             match self.consume_once(&dispatcher, shutdown.as_mut()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        // It ran fine for a while: a new outage.
+                        backoff = Duration::from_millis(100);
+                    }
                     ::tracing::warn!(error = %e, ?backoff, "consumer failed; starting again");
                     ::tokio::select! {
                         () = ::tokio::time::sleep(backoff) => {}
@@ -385,6 +390,7 @@ impl Broker {
         let (due_tx, mut due_rx) = ::tokio::sync::mpsc::unbounded_channel();
         let mut delayed = ::tokio::task::JoinSet::new();
         let mut commits = ::tokio::time::interval(COMMIT_EVERY);
+        commits.set_missed_tick_behavior(::tokio::time::MissedTickBehavior::Delay);
         loop {
             let free = run.permits.available_permits() > 0;
             let room = delayed_slots.available_permits() > 0;

@@ -314,9 +314,14 @@ impl Broker {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            let started = ::std::time::Instant::now();
             match self.consume_once(&dispatcher, shutdown.as_mut()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        // It ran fine for a while: a new outage.
+                        backoff = Duration::from_millis(100);
+                    }
                     ::tracing::warn!(error = %e, ?backoff, "consumer lost the server; reconnecting");
                     ::tokio::select! {
                         () = ::tokio::time::sleep(backoff) => {}
@@ -353,7 +358,7 @@ impl Broker {
                 .messages()
                 .await
                 .map_err(broker_error)?;
-            let messages = messages.map(move |m| m.map(|m| (spec, m)).map_err(broker_error));
+            let messages = messages.map(move |m| m.map(|m| (spec, m)));
             sources.push(messages.boxed());
             ::tracing::debug!(event = spec.event, durable = spec.durable, "consumer ready");
         }
@@ -382,7 +387,11 @@ impl Broker {
                         let js = self.js.clone();
                         tasks.spawn(handle(dispatcher.clone(), js, spec, message, permit));
                     }
-                    Some(Err(e)) => break Err(e),
+                    Some(Err(e)) if matches!(e.kind(), pull::MessagesErrorKind::MissingHeartbeat) => {
+                        // The stream asks again by itself.
+                        ::tracing::warn!(error = %e, "missed consumer heartbeats");
+                    }
+                    Some(Err(e)) => break Err(broker_error(e)),
                     None => break Err(broker_error("the consumer stream ended")),
                 },
             }

@@ -325,9 +325,14 @@ impl Broker {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            let started = ::std::time::Instant::now();
             match self.consume_once(&dispatcher, shutdown.as_mut()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        // It ran fine for a while: a new outage.
+                        backoff = Duration::from_millis(100);
+                    }
                     ::tracing::warn!(error = %e, ?backoff, "consumer lost the server; reconnecting");
                     ::tokio::select! {
                         () = ::tokio::time::sleep(backoff) => {}
@@ -408,9 +413,7 @@ impl Broker {
                             }
                         }
                     }
-                    Err(e) if e.code() == Some("NOGROUP") => {
-                        break Err(crate::Error::Broker(e.to_string()));
-                    }
+                    // NOGROUP included: the next attempt declares the groups.
                     Err(e) => break Err(e.into()),
                 }
             }
