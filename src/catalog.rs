@@ -123,7 +123,10 @@ pub struct RawConsume {
 pub fn pos_of<T>(s: &Spanned<T>) -> Option<Pos> {
     let l = &s.referenced;
     let (line, col) = (l.line() as usize, l.column() as usize);
-    (line > 0).then_some(Pos { line, col: col.max(1) })
+    (line > 0).then_some(Pos {
+        line,
+        col: col.max(1),
+    })
 }
 
 /// Parse the catalog text; a syntax or shape error is one diagnostic.
@@ -134,14 +137,24 @@ pub fn parse(text: &str) -> Result<RawCatalog, Diagnostics> {
     serde_saphyr::from_str_with_options::<RawCatalog>(text, options).map_err(|e| {
         let pos = e.location().and_then(|l| {
             let (line, col) = (l.line() as usize, l.column() as usize);
-            (line > 0).then_some(Pos { line, col: col.max(1) })
+            (line > 0).then_some(Pos {
+                line,
+                col: col.max(1),
+            })
         });
         let msg = e.to_string();
         // The crate's message may repeat the position and a snippet; keep
         // its first line, we print our own snippet.
-        let first = msg.lines().next().unwrap_or("invalid YAML").trim().to_string();
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .trim()
+            .to_string();
         let mut d = Diagnostic::at(CATALOG_FILE, pos, 1, first);
-        d = d.help("see the catalog reference in evgen's README (`evgen new --help` shows an example)");
+        d = d.help(
+            "see the catalog reference in evgen's README (`evgen new --help` shows an example)",
+        );
         Diagnostics(vec![d])
     })
 }

@@ -25,7 +25,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Scaffold a new service that builds and runs at once
-    #[command(after_help = "Examples:\n  evgen new orders\n  evgen new orders --broker rabbitmq --outbox postgres\n  evgen new billing --catalog ../catalog/evgen.yaml")]
+    #[command(
+        after_help = "Examples:\n  evgen new orders\n  evgen new orders --broker rabbitmq --outbox postgres\n  evgen new billing --catalog ../catalog/evgen.yaml"
+    )]
     New {
         /// Folder to create (must not exist or be empty)
         dir: PathBuf,
@@ -50,7 +52,9 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Prove the generated files are up to date (exit 1 with a diff if not)
-    #[command(after_help = "Examples:\n  evgen check            # in CI, after checkout\n  evgen check --dir services/orders")]
+    #[command(
+        after_help = "Examples:\n  evgen check            # in CI, after checkout\n  evgen check --dir services/orders"
+    )]
     Check {
         /// Folder holding evgen.yaml
         #[arg(long, short = 'C', default_value = ".")]
@@ -64,7 +68,9 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Add an event to the catalog (comments kept) and regenerate
-    #[command(after_help = "Field types: string, integer, number, boolean, uuid, datetime, date;\n`?` makes a field optional, `[]` makes it an array (`tags:string[]?`).\n\nExamples:\n  evgen add-event order.shipped --field order_id:uuid --field carrier:string --field eta:datetime? --produce --key order_id\n  evgen add-event stock.reserved --schema ../contracts/stock.reserved.json --consume")]
+    #[command(
+        after_help = "Field types: string, integer, number, boolean, uuid, datetime, date;\n`?` makes a field optional, `[]` makes it an array (`tags:string[]?`).\n\nExamples:\n  evgen add-event order.shipped --field order_id:uuid --field carrier:string --field eta:datetime? --produce --key order_id\n  evgen add-event stock.reserved --schema ../contracts/stock.reserved.json --consume"
+    )]
     AddEvent {
         /// Event name, `<entity>.<action>`
         name: String,
@@ -102,18 +108,49 @@ pub fn run(args: Vec<std::ffi::OsString>, out: &mut dyn Write, err: &mut dyn Wri
         Err(e) => {
             let code = if e.use_stderr() { BAD_INPUT } else { OK };
             let text = e.render().to_string();
-            let _ = if e.use_stderr() { write!(err, "{text}") } else { write!(out, "{text}") };
+            let _ = if e.use_stderr() {
+                write!(err, "{text}")
+            } else {
+                write!(out, "{text}")
+            };
             return code;
         }
     };
     let result = match cli.cmd {
-        Cmd::New { dir, catalog, broker, outbox, name } => new(&dir, catalog.as_deref(), broker, outbox, name, out),
+        Cmd::New {
+            dir,
+            catalog,
+            broker,
+            outbox,
+            name,
+        } => new(&dir, catalog.as_deref(), broker, outbox, name, out),
         Cmd::Generate { dir } => generate(&dir, out),
         Cmd::Check { dir } => check(&dir, out),
         Cmd::Validate { dir } => validate(&dir, out),
-        Cmd::AddEvent { name, schema, field, produce, consume, key, version, description, dir } => {
-            add_event(&dir, AddEvent { name, schema, fields: field, produce, consume, key, version, description }, out)
-        }
+        Cmd::AddEvent {
+            name,
+            schema,
+            field,
+            produce,
+            consume,
+            key,
+            version,
+            description,
+            dir,
+        } => add_event(
+            &dir,
+            AddEvent {
+                name,
+                schema,
+                fields: field,
+                produce,
+                consume,
+                key,
+                version,
+                description,
+            },
+            out,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -156,7 +193,13 @@ fn generate(dir: &Path, out: &mut dyn Write) -> Result<i32, Failure> {
     for r in &report.removed {
         let _ = writeln!(out, "removed {r} (no longer generated)");
     }
-    let _ = writeln!(out, "{} written, {} unchanged, {} removed", report.written.len(), report.unchanged, report.removed.len());
+    let _ = writeln!(
+        out,
+        "{} written, {} unchanged, {} removed",
+        report.written.len(),
+        report.unchanged,
+        report.removed.len()
+    );
     Ok(OK)
 }
 
@@ -191,8 +234,14 @@ fn validate(dir: &Path, out: &mut dyn Write) -> Result<i32, Failure> {
 
 const EXAMPLE_CATALOG: &str = include_str!("../templates/example/evgen.yaml");
 const EXAMPLE_SCHEMAS: &[(&str, &str)] = &[
-    ("schemas/order.placed.json", include_str!("../templates/example/schemas/order.placed.json")),
-    ("schemas/payment.processed.json", include_str!("../templates/example/schemas/payment.processed.json")),
+    (
+        "schemas/order.placed.json",
+        include_str!("../templates/example/schemas/order.placed.json"),
+    ),
+    (
+        "schemas/payment.processed.json",
+        include_str!("../templates/example/schemas/payment.processed.json"),
+    ),
 ];
 
 fn new(
@@ -203,21 +252,38 @@ fn new(
     name: Option<String>,
     out: &mut dyn Write,
 ) -> Result<i32, Failure> {
-    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(Failure::Message(format!("`{}` exists and is not empty; choose a new folder", dir.display())));
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(Failure::Message(format!(
+            "`{}` exists and is not empty; choose a new folder",
+            dir.display()
+        )));
     }
     // Files of the catalog: (relative path, content).
     let mut files: Vec<(String, String)> = Vec::new();
     let mut text = match catalog {
         None => {
-            files.extend(EXAMPLE_SCHEMAS.iter().map(|(p, c)| (p.to_string(), c.to_string())));
+            files.extend(
+                EXAMPLE_SCHEMAS
+                    .iter()
+                    .map(|(p, c)| (p.to_string(), c.to_string())),
+            );
             EXAMPLE_CATALOG.to_string()
         }
-        Some(c) => std::fs::read_to_string(c).map_err(|e| io_msg("cannot read the catalog", c, e))?,
+        Some(c) => {
+            std::fs::read_to_string(c).map_err(|e| io_msg("cannot read the catalog", c, e))?
+        }
     };
     let default_name = dir
         .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase().replace(['_', ' ', '.'], "-"))
+        .map(|n| {
+            n.to_string_lossy()
+                .to_lowercase()
+                .replace(['_', ' ', '.'], "-")
+        })
         .unwrap_or_default();
     let name = name.or((catalog.is_none()).then_some(default_name));
     for (key, value) in [("name", name), ("broker", broker), ("outbox", outbox)] {
@@ -238,7 +304,13 @@ fn new(
         }
     };
     let g = crate::generate_from(&text, &read).map_err(|d| {
-        Failure::Message(d.render(&|f| if f == CATALOG_FILE { Some(text.clone()) } else { read(f).ok() }))
+        Failure::Message(d.render(&|f| {
+            if f == CATALOG_FILE {
+                Some(text.clone())
+            } else {
+                read(f).ok()
+            }
+        }))
     })?;
     if catalog.is_some() {
         for doc in &g.service.schemas {
@@ -257,8 +329,17 @@ fn new(
         std::fs::write(&path, content).map_err(|e| io_msg("cannot write", &path, e))?;
     }
     let report = emit::write(dir, &g.files, true)?;
-    let _ = writeln!(out, "created {} ({} files)", dir.display(), report.written.len() + files.len());
-    let _ = writeln!(out, "\nnext:\n  cd {}\n  cargo build\n  docker compose up --build     # or run the broker yourself and `cargo run`", dir.display());
+    let _ = writeln!(
+        out,
+        "created {} ({} files)",
+        dir.display(),
+        report.written.len() + files.len()
+    );
+    let _ = writeln!(
+        out,
+        "\nnext:\n  cd {}\n  cargo build\n  docker compose up --build     # or run the broker yourself and `cargo run`",
+        dir.display()
+    );
     Ok(OK)
 }
 
@@ -303,27 +384,47 @@ fn field_schema(spec: &str) -> Result<(String, serde_json::Value, bool), String>
             ));
         }
     };
-    let schema = if array { serde_json::json!({ "type": "array", "items": base }) } else { base };
+    let schema = if array {
+        serde_json::json!({ "type": "array", "items": base })
+    } else {
+        base
+    };
     Ok((name.to_string(), schema, optional))
 }
 
 fn add_event(dir: &Path, a: AddEvent, out: &mut dyn Write) -> Result<i32, Failure> {
     let cat_path = dir.join(CATALOG_FILE);
-    let text = std::fs::read_to_string(&cat_path).map_err(|e| io_msg("cannot read the catalog", &cat_path, e))?;
-    let bad = |m: String, help: &str| Failure::Diagnostics(dir.to_path_buf(), Diagnostics(vec![Diagnostic::at("command line", None, 0, m).help(help)]));
+    let text = std::fs::read_to_string(&cat_path)
+        .map_err(|e| io_msg("cannot read the catalog", &cat_path, e))?;
+    let bad = |m: String, help: &str| {
+        Failure::Diagnostics(
+            dir.to_path_buf(),
+            Diagnostics(vec![Diagnostic::at("command line", None, 0, m).help(help)]),
+        )
+    };
     if !service::valid_event_name(&a.name) {
-        return Err(bad(format!("invalid event name `{}`", a.name), "name events `<entity>.<action>` in lower snake case, e.g. `order.shipped`"));
+        return Err(bad(
+            format!("invalid event name `{}`", a.name),
+            "name events `<entity>.<action>` in lower snake case, e.g. `order.shipped`",
+        ));
     }
     if !a.produce && !a.consume {
-        return Err(bad("the event is neither produced nor consumed".into(), "pass --produce, --consume or both"));
+        return Err(bad(
+            "the event is neither produced nor consumed".into(),
+            "pass --produce, --consume or both",
+        ));
     }
     if a.schema.is_none() && a.fields.is_empty() {
-        return Err(bad("no payload given".into(), "pass --schema FILE or one --field name:type per field"));
+        return Err(bad(
+            "no payload given".into(),
+            "pass --schema FILE or one --field name:type per field",
+        ));
     }
     // The schema file: (path relative to the catalog, content to write if new).
     let (schema_rel, new_schema): (String, Option<String>) = match &a.schema {
         Some(f) => {
-            let content = std::fs::read_to_string(f).map_err(|e| io_msg("cannot read the schema", f, e))?;
+            let content =
+                std::fs::read_to_string(f).map_err(|e| io_msg("cannot read the schema", f, e))?;
             let abs_dir = std::fs::canonicalize(dir).map_err(|e| io_msg("cannot read", dir, e))?;
             let abs = std::fs::canonicalize(f).map_err(|e| io_msg("cannot read", f, e))?;
             match abs.strip_prefix(&abs_dir) {
@@ -335,7 +436,8 @@ fn add_event(dir: &Path, a: AddEvent, out: &mut dyn Write) -> Result<i32, Failur
             let mut props = serde_json::Map::new();
             let mut required = Vec::new();
             for spec in &a.fields {
-                let (n, s, optional) = field_schema(spec).map_err(|m| bad(m, "see `evgen add-event --help`"))?;
+                let (n, s, optional) =
+                    field_schema(spec).map_err(|m| bad(m, "see `evgen add-event --help`"))?;
                 if !optional {
                     required.push(serde_json::Value::String(n.clone()));
                 }
@@ -354,12 +456,18 @@ fn add_event(dir: &Path, a: AddEvent, out: &mut dyn Write) -> Result<i32, Failur
         }
     };
     if new_schema.is_some() && dir.join(&schema_rel).exists() {
-        return Err(bad(format!("`{schema_rel}` already exists"), "pass it with --schema to use it, or remove it"));
+        return Err(bad(
+            format!("`{schema_rel}` already exists"),
+            "pass it with --schema to use it, or remove it",
+        ));
     }
     // Edit the catalog text.
     let mut entry = format!("- name: {}\n  version: {}\n", a.name, a.version);
     if let Some(d) = &a.description {
-        entry.push_str(&format!("  description: {}\n", serde_json::to_string(d).unwrap_or_default()));
+        entry.push_str(&format!(
+            "  description: {}\n",
+            serde_json::to_string(d).unwrap_or_default()
+        ));
     }
     entry.push_str(&format!("  schema: {schema_rel}\n"));
     if let Some(k) = &a.key {
@@ -380,7 +488,13 @@ fn add_event(dir: &Path, a: AddEvent, out: &mut dyn Write) -> Result<i32, Failur
         }
     };
     let g = crate::generate_from(&new_text, &read).map_err(|d| {
-        Failure::Message(d.render(&|f| if f == CATALOG_FILE { Some(new_text.clone()) } else { read(f).ok() }))
+        Failure::Message(d.render(&|f| {
+            if f == CATALOG_FILE {
+                Some(new_text.clone())
+            } else {
+                read(f).ok()
+            }
+        }))
     })?;
     if let Some(c) = &new_schema {
         let p = dir.join(&schema_rel);
@@ -393,14 +507,34 @@ fn add_event(dir: &Path, a: AddEvent, out: &mut dyn Write) -> Result<i32, Failur
     std::fs::write(&cat_path, &new_text).map_err(|e| io_msg("cannot write", &cat_path, e))?;
     let _ = writeln!(out, "added {} to {CATALOG_FILE}", a.name);
     let report = emit::write(dir, &g.files, false)?;
-    let _ = writeln!(out, "regenerated: {} written, {} unchanged", report.written.len(), report.unchanged);
-    let e = g.service.events.iter().find(|e| e.name == a.name).ok_or_else(|| Failure::Message("internal: event missing after add".into()))?;
+    let _ = writeln!(
+        out,
+        "regenerated: {} written, {} unchanged",
+        report.written.len(),
+        report.unchanged
+    );
+    let e = g
+        .service
+        .events
+        .iter()
+        .find(|e| e.name == a.name)
+        .ok_or_else(|| Failure::Message("internal: event missing after add".into()))?;
     let _ = writeln!(out, "\nnext:");
     if a.produce {
-        let _ = writeln!(out, "  publish it: `publisher.{}(&event).await?` with `event: {}::{}`", e.method, g.service.events_crate.replace('-', "_"), e.type_name);
+        let _ = writeln!(
+            out,
+            "  publish it: `publisher.{}(&event).await?` with `event: {}::{}`",
+            e.method,
+            g.service.events_crate.replace('-', "_"),
+            e.type_name
+        );
     }
     if a.consume {
-        let _ = writeln!(out, "  handle it: add this method to `impl events::Handlers for App` in service/src/handlers.rs\n  (until then `cargo build` fails naming `{}`):\n", e.method);
+        let _ = writeln!(
+            out,
+            "  handle it: add this method to `impl events::Handlers for App` in service/src/handlers.rs\n  (until then `cargo build` fails naming `{}`):\n",
+            e.method
+        );
         let _ = writeln!(out, "{}", render::handler_method(e));
     }
     Ok(OK)

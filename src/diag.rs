@@ -70,7 +70,12 @@ impl Diagnostics {
     pub fn render(&self, source: &dyn Fn(&str) -> Option<String>) -> String {
         let mut ds = self.0.clone();
         // The gutter is as wide as the largest line number shown.
-        let width = ds.iter().filter_map(|d| d.pos).map(|p| p.line.to_string().len()).max().unwrap_or(1);
+        let width = ds
+            .iter()
+            .filter_map(|d| d.pos)
+            .map(|p| p.line.to_string().len())
+            .max()
+            .unwrap_or(1);
         let pad = " ".repeat(width);
         ds.sort();
         ds.dedup();

@@ -16,7 +16,12 @@ fn block(text: &str, key: &str) -> Option<(usize, usize)> {
             if top && !line.starts_with("- ") {
                 return Some((s, last_content_end));
             }
-        } else if top && line.trim_end().strip_prefix(key).is_some_and(|r| r.starts_with(':')) {
+        } else if top
+            && line
+                .trim_end()
+                .strip_prefix(key)
+                .is_some_and(|r| r.starts_with(':'))
+        {
             start = Some(offset);
         }
         offset += line.len();
@@ -44,7 +49,8 @@ fn item_indent(block_text: &str) -> String {
         .skip(1)
         .find_map(|l| {
             let t = l.trim_start();
-            t.starts_with("- ").then(|| l[..l.len() - t.len()].to_string())
+            t.starts_with("- ")
+                .then(|| l[..l.len() - t.len()].to_string())
         })
         .unwrap_or_else(|| "  ".to_string())
 }
@@ -115,7 +121,10 @@ pub fn set_service_key(text: &str, key: &str, value: &str) -> String {
         let t = line.trim_start();
         if pos != start && t.strip_prefix(key).is_some_and(|r| r.starts_with(':')) {
             let lead = &line[..line.len() - t.len()];
-            let comment = t.find(" #").map(|i| t[i..].trim_end().to_string()).unwrap_or_default();
+            let comment = t
+                .find(" #")
+                .map(|i| t[i..].trim_end().to_string())
+                .unwrap_or_default();
             let nl = if line.ends_with('\n') { "\n" } else { "" };
             let new = format!("{lead}{key}: {value}{comment}{nl}");
             out.replace_range(pos..pos + line.len(), &new);
@@ -136,12 +145,22 @@ mod tests {
 
     #[test]
     fn appends_keep_comments() {
-        let t = append_item(CAT, "events", "- name: c.d\n  version: 1.0.0\n  schema: schemas/c.json");
+        let t = append_item(
+            CAT,
+            "events",
+            "- name: c.d\n  version: 1.0.0\n  schema: schemas/c.json",
+        );
         assert!(t.contains("    schema: schemas/a.json\n  - name: c.d\n    version: 1.0.0\n    schema: schemas/c.json\n\nproduces"));
         let t = append_item(&t, "produces", "- c.d");
-        assert!(t.contains("produces:\n  - a.b\n  - c.d\n# trailing comment\n"), "{t}");
+        assert!(
+            t.contains("produces:\n  - a.b\n  - c.d\n# trailing comment\n"),
+            "{t}"
+        );
         let t = append_item(&t, "consumes", "- event: c.d");
-        assert!(t.ends_with("# trailing comment\nconsumes:\n  - event: c.d\n"), "{t}");
+        assert!(
+            t.ends_with("# trailing comment\nconsumes:\n  - event: c.d\n"),
+            "{t}"
+        );
         assert!(t.starts_with("# my catalog\n"));
     }
 
@@ -150,6 +169,9 @@ mod tests {
         let t = set_service_key(CAT, "name", "shop");
         assert!(t.contains("  name: shop # the name\n"));
         let t = set_service_key(&t, "outbox", "postgres");
-        assert!(t.contains("service:\n  outbox: postgres\n  name: shop"), "{t}");
+        assert!(
+            t.contains("service:\n  outbox: postgres\n  name: shop"),
+            "{t}"
+        );
     }
 }

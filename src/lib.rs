@@ -32,13 +32,23 @@ pub struct Generated {
 
 /// Run the pipeline on catalog text; `read` reads files relative to the
 /// catalog's folder.
-pub fn generate_from(text: &str, read: &schema::ReadFile<'_>) -> Result<Generated, diag::Diagnostics> {
+pub fn generate_from(
+    text: &str,
+    read: &schema::ReadFile<'_>,
+) -> Result<Generated, diag::Diagnostics> {
     let (service, stats) = service::load(text, read)?;
     let mut files = render::files(&service);
-    for f in files.iter_mut().filter(|f| f.owner == render::Owner::Generated) {
+    for f in files
+        .iter_mut()
+        .filter(|f| f.owner == render::Owner::Generated)
+    {
         f.content = emit::seal(&f.content);
     }
-    Ok(Generated { service, files, stats })
+    Ok(Generated {
+        service,
+        files,
+        stats,
+    })
 }
 
 /// Read a file inside `dir` given a catalog-relative path.

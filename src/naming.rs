@@ -18,7 +18,9 @@ const NON_RAW: &[&str] = &["self", "Self", "super", "crate", "_"];
 
 /// Keep ASCII letters, digits and `_`; everything else becomes a word break.
 fn ascii_words(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { ' ' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { ' ' })
+        .collect()
 }
 
 /// A field or method name in snake_case, always a valid identifier.
@@ -73,7 +75,9 @@ pub struct Scope {
 impl Scope {
     /// A scope in which `reserved` names are already taken.
     pub fn with_reserved(reserved: &[&str]) -> Self {
-        Scope { taken: reserved.iter().map(|s| s.to_string()).collect() }
+        Scope {
+            taken: reserved.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     /// Claim `ident`, or the first free suffixed variant of it.
@@ -85,7 +89,11 @@ impl Scope {
         let snake = base.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
         let stem = base.trim_end_matches('_');
         for n in 2.. {
-            let cand = if snake { format!("{stem}_{n}") } else { format!("{stem}{n}") };
+            let cand = if snake {
+                format!("{stem}_{n}")
+            } else {
+                format!("{stem}{n}")
+            };
             if self.taken.insert(cand.clone()) {
                 return cand;
             }
@@ -106,7 +114,9 @@ pub fn event_type(event: &str) -> String {
 
 /// A constant name for an event: `order.placed` → `ORDER_PLACED`.
 pub fn event_const(event: &str) -> String {
-    unraw(&field_ident(event)).trim_start_matches('_').to_ascii_uppercase()
+    unraw(&field_ident(event))
+        .trim_start_matches('_')
+        .to_ascii_uppercase()
 }
 
 /// Turn free text into `///` doc lines that rustdoc and clippy accept as
@@ -114,11 +124,17 @@ pub fn event_const(event: &str) -> String {
 pub fn doc_lines(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        let line: String = line
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
         let line = line.trim().replace('\t', " ");
         let mut esc = String::with_capacity(line.len());
         for c in line.chars() {
-            if matches!(c, '\\' | '`' | '[' | ']' | '<' | '>' | '*' | '_' | '#' | '|' | '~') {
+            if matches!(
+                c,
+                '\\' | '`' | '[' | ']' | '<' | '>' | '*' | '_' | '#' | '|' | '~'
+            ) {
                 esc.push('\\');
             }
             esc.push(c);
@@ -217,7 +233,9 @@ mod tests {
 
     #[test]
     fn docs_are_inert() {
-        let d = doc_lines("Has */ and \"# and `code`\n```rust\npanic!()\n```\n    indented\n- item\n1. one\n<b>[link]</b>");
+        let d = doc_lines(
+            "Has */ and \"# and `code`\n```rust\npanic!()\n```\n    indented\n- item\n1. one\n<b>[link]</b>",
+        );
         assert_eq!(
             d,
             vec![

@@ -996,11 +996,28 @@ pub fn files(s: &Service) -> Vec<File> {
         gen_file("events/src/types.rs", types_rs(&s.types)),
     ];
     if s.postgres {
-        out.push(gen_file("events/src/db.rs", render(&DbTpl { header: h.clone() })));
-        out.push(gen_file("events/src/outbox.rs", render(&OutboxTpl { header: h.clone(), produced: views(&|e| e.produced) })));
+        out.push(gen_file(
+            "events/src/db.rs",
+            render(&DbTpl { header: h.clone() }),
+        ));
+        out.push(gen_file(
+            "events/src/outbox.rs",
+            render(&OutboxTpl {
+                header: h.clone(),
+                produced: views(&|e| e.produced),
+            }),
+        ));
         let hs = header("--");
-        out.push(gen_file("events/migrations/0001_outbox.sql", render(&OutboxSqlTpl { header_sql: hs.clone() })));
-        out.push(gen_file("events/migrations/0002_inbox.sql", render(&InboxSqlTpl { header_sql: hs })));
+        out.push(gen_file(
+            "events/migrations/0001_outbox.sql",
+            render(&OutboxSqlTpl {
+                header_sql: hs.clone(),
+            }),
+        ));
+        out.push(gen_file(
+            "events/migrations/0002_inbox.sql",
+            render(&InboxSqlTpl { header_sql: hs }),
+        ));
     }
     out.push(gen_file(
         "events/src/broker.rs",

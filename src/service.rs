@@ -18,14 +18,20 @@ pub struct Stats {
     pub fallback: usize,
 }
 
-fn err<T>(s: &Spanned<T>, len: usize, msg: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+fn err<T>(
+    s: &Spanned<T>,
+    len: usize,
+    msg: impl Into<String>,
+    help: impl Into<String>,
+) -> Diagnostic {
     Diagnostic::at(CATALOG_FILE, pos_of(s), len, msg).help(help)
 }
 
 /// Is `s` a lower-case word: `[a-z][a-z0-9_]*`?
 fn is_word(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.ends_with('_')
 }
 
@@ -39,7 +45,11 @@ pub fn valid_service_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.split('-').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && s.split('-').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
 }
 
 /// Semantic version `MAJOR.MINOR.PATCH[-pre][+build]`.
@@ -50,9 +60,15 @@ pub fn valid_semver(s: &str) -> bool {
     };
     let nums: Vec<&str> = core.split('.').collect();
     let core_ok = nums.len() == 3
-        && nums.iter().all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && (n.len() == 1 || !n.starts_with('0')));
+        && nums.iter().all(|n| {
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit())
+                && (n.len() == 1 || !n.starts_with('0'))
+        });
     let rest_ok = rest.is_empty()
-        || rest[1..].split(['.', '+']).all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        || rest[1..]
+            .split(['.', '+'])
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     core_ok && rest_ok
 }
 
@@ -60,7 +76,12 @@ fn delivery(base: &Delivery, raw: &RawDelivery, errors: &mut Vec<Diagnostic>) ->
     let mut d = base.clone();
     if let Some(v) = &raw.max_attempts {
         if v.value == 0 || v.value > 100 {
-            errors.push(err(v, 1, format!("max_attempts is {}", v.value), "use 1 (no retries) to 100"));
+            errors.push(err(
+                v,
+                1,
+                format!("max_attempts is {}", v.value),
+                "use 1 (no retries) to 100",
+            ));
         } else {
             d.max_attempts = v.value;
         }
@@ -73,7 +94,12 @@ fn delivery(base: &Delivery, raw: &RawDelivery, errors: &mut Vec<Diagnostic>) ->
     }
     if let Some(v) = &raw.backoff_multiplier {
         if !(1.0..=100.0).contains(&v.value) {
-            errors.push(err(v, 1, format!("backoff_multiplier is {}", v.value), "use a factor from 1.0 to 100.0"));
+            errors.push(err(
+                v,
+                1,
+                format!("backoff_multiplier is {}", v.value),
+                "use a factor from 1.0 to 100.0",
+            ));
         } else {
             d.backoff_multiplier = v.value;
         }
@@ -82,16 +108,32 @@ fn delivery(base: &Delivery, raw: &RawDelivery, errors: &mut Vec<Diagnostic>) ->
         d.dead_letter = v.value;
     }
     if d.initial_backoff_ms > d.max_backoff_ms {
-        let at = raw.initial_backoff_ms.as_ref().or(raw.max_backoff_ms.as_ref());
+        let at = raw
+            .initial_backoff_ms
+            .as_ref()
+            .or(raw.max_backoff_ms.as_ref());
         errors.push(
-            Diagnostic::at(CATALOG_FILE, at.and_then(pos_of), 1, format!("initial_backoff_ms ({}) is above max_backoff_ms ({})", d.initial_backoff_ms, d.max_backoff_ms))
-                .help("make initial_backoff_ms at most max_backoff_ms"),
+            Diagnostic::at(
+                CATALOG_FILE,
+                at.and_then(pos_of),
+                1,
+                format!(
+                    "initial_backoff_ms ({}) is above max_backoff_ms ({})",
+                    d.initial_backoff_ms, d.max_backoff_ms
+                ),
+            )
+            .help("make initial_backoff_ms at most max_backoff_ms"),
         );
     }
     if d.max_backoff_ms > 24 * 3600 * 1000 {
         errors.push(
-            Diagnostic::at(CATALOG_FILE, raw.max_backoff_ms.as_ref().and_then(pos_of), 1, "max_backoff_ms is more than a day")
-                .help("use at most 86400000"),
+            Diagnostic::at(
+                CATALOG_FILE,
+                raw.max_backoff_ms.as_ref().and_then(pos_of),
+                1,
+                "max_backoff_ms is more than a day",
+            )
+            .help("use at most 86400000"),
         );
     }
     d
@@ -113,14 +155,29 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
     if let Some(v) = &raw.version
         && v.value != 1
     {
-        errors.push(err(v, 1, format!("unknown catalog version {}", v.value), "this evgen reads `version: 1`"));
+        errors.push(err(
+            v,
+            1,
+            format!("unknown catalog version {}", v.value),
+            "this evgen reads `version: 1`",
+        ));
     }
     let s = &raw.service;
     if !valid_service_name(&s.name.value) {
-        errors.push(err(&s.name, s.name.value.len().max(1), format!("invalid service name `{}`", s.name.value), "use lower kebab-case, e.g. `orders` or `order-history`"));
+        errors.push(err(
+            &s.name,
+            s.name.value.len().max(1),
+            format!("invalid service name `{}`", s.name.value),
+            "use lower kebab-case, e.g. `orders` or `order-history`",
+        ));
     }
     let broker = Broker::parse(&s.broker.value).unwrap_or_else(|| {
-        errors.push(err(&s.broker, s.broker.value.len().max(1), format!("unknown broker `{}`", s.broker.value), "use one of: rabbitmq, kafka, nats, redis"));
+        errors.push(err(
+            &s.broker,
+            s.broker.value.len().max(1),
+            format!("unknown broker `{}`", s.broker.value),
+            "use one of: rabbitmq, kafka, nats, redis",
+        ));
         Broker::RabbitMq
     });
     let postgres = match s.outbox.as_ref().map(|o| o.value.as_str()) {
@@ -128,23 +185,48 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         Some("postgres") => true,
         Some(other) => {
             let o = s.outbox.as_ref().expect("matched Some");
-            errors.push(err(o, other.len().max(1), format!("unknown outbox `{other}`"), "use `postgres` or `none`"));
+            errors.push(err(
+                o,
+                other.len().max(1),
+                format!("unknown outbox `{other}`"),
+                "use `postgres` or `none`",
+            ));
             false
         }
     };
-    let exchange = s.exchange.as_ref().map_or_else(|| "events".to_string(), |e| e.value.clone());
+    let exchange = s
+        .exchange
+        .as_ref()
+        .map_or_else(|| "events".to_string(), |e| e.value.clone());
     if let Some(e) = &s.exchange
-        && (e.value.is_empty() || !e.value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        && (e.value.is_empty()
+            || !e
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        errors.push(err(e, e.value.len().max(1), format!("invalid exchange `{}`", e.value), "use letters, digits, `.`, `_` and `-`"));
+        errors.push(err(
+            e,
+            e.value.len().max(1),
+            format!("invalid exchange `{}`", e.value),
+            "use letters, digits, `.`, `_` and `-`",
+        ));
     }
     let prefetch = s.prefetch.as_ref().map_or(32, |p| p.value);
     if let Some(p) = &s.prefetch
         && (p.value == 0 || p.value > 65_535)
     {
-        errors.push(err(p, 1, format!("prefetch is {}", p.value), "use 1 to 65535"));
+        errors.push(err(
+            p,
+            1,
+            format!("prefetch is {}", p.value),
+            "use 1 to 65535",
+        ));
     }
-    let source = s.source.as_ref().map_or_else(|| format!("/{}", s.name.value), |x| x.value.clone());
+    let source = s
+        .source
+        .as_ref()
+        .map_or_else(|| format!("/{}", s.name.value), |x| x.value.clone());
 
     let defaults = delivery(&Delivery::default(), &raw.defaults.delivery, &mut errors);
 
@@ -153,40 +235,90 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
     for e in &raw.events {
         let n = &e.name.value;
         if !valid_event_name(n) {
-            errors.push(err(&e.name, n.len().max(1), format!("invalid event name `{n}`"), "name events `<entity>.<action>` in lower snake case, e.g. `order.placed`"));
+            errors.push(err(
+                &e.name,
+                n.len().max(1),
+                format!("invalid event name `{n}`"),
+                "name events `<entity>.<action>` in lower snake case, e.g. `order.placed`",
+            ));
         } else if seen.insert(n, ()).is_some() {
-            errors.push(err(&e.name, n.len(), format!("event `{n}` is declared twice"), "remove or rename one of the declarations"));
+            errors.push(err(
+                &e.name,
+                n.len(),
+                format!("event `{n}` is declared twice"),
+                "remove or rename one of the declarations",
+            ));
         }
         if let Some(t) = &e.topic
-            && (t.value.is_empty() || t.value.len() > 200 || !t.value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            && (t.value.is_empty()
+                || t.value.len() > 200
+                || !t
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
-            errors.push(err(t, t.value.len().max(1), format!("invalid topic `{}`", t.value), "use letters, digits, `.`, `_` and `-`"));
+            errors.push(err(
+                t,
+                t.value.len().max(1),
+                format!("invalid topic `{}`", t.value),
+                "use letters, digits, `.`, `_` and `-`",
+            ));
         }
         if let Some(p) = &e.partitions
             && !(1..=1000).contains(&p.value)
         {
-            errors.push(err(p, 1, format!("partitions is {}", p.value), "use 1 to 1000"));
+            errors.push(err(
+                p,
+                1,
+                format!("partitions is {}", p.value),
+                "use 1 to 1000",
+            ));
         }
         if !valid_semver(&e.version.value) {
-            errors.push(err(&e.version, e.version.value.len().max(1), format!("invalid version `{}`", e.version.value), "use a semantic version such as `1.0.0`"));
+            errors.push(err(
+                &e.version,
+                e.version.value.len().max(1),
+                format!("invalid version `{}`", e.version.value),
+                "use a semantic version such as `1.0.0`",
+            ));
         }
     }
     let declared: BTreeSet<&str> = raw.events.iter().map(|e| e.name.value.as_str()).collect();
     let mut produced = BTreeSet::new();
     for p in &raw.produces {
         if !declared.contains(p.value.as_str()) {
-            errors.push(err(p, p.value.len().max(1), format!("produced event `{}` is not declared", p.value), "add it under `events:` (or run `evgen add-event`)"));
+            errors.push(err(
+                p,
+                p.value.len().max(1),
+                format!("produced event `{}` is not declared", p.value),
+                "add it under `events:` (or run `evgen add-event`)",
+            ));
         } else if !produced.insert(p.value.as_str()) {
-            errors.push(err(p, p.value.len(), format!("`{}` is listed twice in `produces`", p.value), "remove the repetition"));
+            errors.push(err(
+                p,
+                p.value.len(),
+                format!("`{}` is listed twice in `produces`", p.value),
+                "remove the repetition",
+            ));
         }
     }
     let mut consumed: BTreeMap<&str, Delivery> = BTreeMap::new();
     for c in &raw.consumes {
         let d = delivery(&defaults, &c.delivery, &mut errors);
         if !declared.contains(c.event.value.as_str()) {
-            errors.push(err(&c.event, c.event.value.len().max(1), format!("consumed event `{}` is not declared", c.event.value), "add it under `events:` (or run `evgen add-event`)"));
+            errors.push(err(
+                &c.event,
+                c.event.value.len().max(1),
+                format!("consumed event `{}` is not declared", c.event.value),
+                "add it under `events:` (or run `evgen add-event`)",
+            ));
         } else if consumed.insert(c.event.value.as_str(), d).is_some() {
-            errors.push(err(&c.event, c.event.value.len(), format!("`{}` is listed twice in `consumes`", c.event.value), "merge the two entries"));
+            errors.push(err(
+                &c.event,
+                c.event.value.len(),
+                format!("`{}` is listed twice in `consumes`", c.event.value),
+                "merge the two entries",
+            ));
         }
     }
 
@@ -198,7 +330,11 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             continue;
         }
         let method = naming::event_method(n);
-        for key in [method.clone(), format!("{method}_batch"), naming::event_type(n)] {
+        for key in [
+            method.clone(),
+            format!("{method}_batch"),
+            naming::event_type(n),
+        ] {
             match rust_names.get(&key) {
                 Some(other) if other != n => errors.push(err(
                     &e.name,
@@ -215,7 +351,11 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
 
     // Schemas.
     let mut low = Lowerer::new(read, RESERVED_TYPES);
-    let event_names: Vec<String> = raw.events.iter().map(|e| low.claim_name(&naming::event_type(&e.name.value))).collect();
+    let event_names: Vec<String> = raw
+        .events
+        .iter()
+        .map(|e| low.claim_name(&naming::event_type(&e.name.value)))
+        .collect();
     let mut roots: Vec<Option<(String, String)>> = Vec::new();
     for e in &raw.events {
         let root = match &e.schema.value {
@@ -229,7 +369,12 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
                             && last.file == p
                             && last.message.starts_with("cannot read")
                         {
-                            *last = err(&e.schema, path.len() + 2, last.message.clone(), "create the file, or fix the path (relative to evgen.yaml)");
+                            *last = err(
+                                &e.schema,
+                                path.len() + 2,
+                                last.message.clone(),
+                                "create the file, or fix the path (relative to evgen.yaml)",
+                            );
                         }
                     }
                     ok.then(|| (p, String::new()))
@@ -241,20 +386,35 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             },
             serde_json::Value::Object(_) => {
                 let path = format!("{}.inline.json", e.name.value);
-                let doc = Doc { display: CATALOG_FILE.to_string(), path: path.clone(), value: e.schema.value.clone(), text: None, origin: None };
+                let doc = Doc {
+                    display: CATALOG_FILE.to_string(),
+                    path: path.clone(),
+                    value: e.schema.value.clone(),
+                    text: None,
+                    origin: None,
+                };
                 if low.check_meta(&doc) {
                     low.add_doc(doc);
                     Some((path, String::new()))
                 } else {
                     // Point meta errors at the catalog.
-                    for d in low.errors.iter_mut().filter(|d| d.file == CATALOG_FILE && d.pos.is_none()) {
+                    for d in low
+                        .errors
+                        .iter_mut()
+                        .filter(|d| d.file == CATALOG_FILE && d.pos.is_none())
+                    {
                         d.pos = pos_of(&e.schema);
                     }
                     None
                 }
             }
             _ => {
-                errors.push(err(&e.schema, 1, "`schema` must be a file path or an inline JSON Schema object", "write `schema: schemas/<event>.json`"));
+                errors.push(err(
+                    &e.schema,
+                    1,
+                    "`schema` must be a file path or an inline JSON Schema object",
+                    "write `schema: schemas/<event>.json`",
+                ));
                 None
             }
         };
@@ -265,8 +425,14 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
     let mut events = Vec::new();
     let mut root_owner: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, e) in raw.events.iter().enumerate() {
-        let Some((doc, ptr)) = roots[i].clone() else { continue };
-        let ty = if ptr.is_empty() { low.lower_root(&doc, &event_names[i]) } else { low.lower_at(&doc, &ptr, &event_names[i]) };
+        let Some((doc, ptr)) = roots[i].clone() else {
+            continue;
+        };
+        let ty = if ptr.is_empty() {
+            low.lower_root(&doc, &event_names[i])
+        } else {
+            low.lower_at(&doc, &ptr, &event_names[i])
+        };
         let type_name = event_names[i].clone();
         let own = match ty {
             Ty::Named(j) if !root_owner.contains_key(&j) && is_root_struct(&low, j, &doc) => {
@@ -275,7 +441,11 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
                 j
             }
             other => {
-                low.types.defs.push(TypeDef { name: type_name.clone(), doc: vec![], kind: TypeKind::Newtype { inner: other } });
+                low.types.defs.push(TypeDef {
+                    name: type_name.clone(),
+                    doc: vec![],
+                    kind: TypeKind::Newtype { inner: other },
+                });
                 low.types.defs.len() - 1
             }
         };
@@ -292,14 +462,23 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         events.push(Event {
             name: e.name.value.clone(),
             version: e.version.value.clone(),
-            doc: e.description.as_deref().map(naming::doc_lines).unwrap_or_default(),
+            doc: e
+                .description
+                .as_deref()
+                .map(naming::doc_lines)
+                .unwrap_or_default(),
             type_name,
             method: naming::event_method(&e.name.value),
             konst: naming::event_const(&e.name.value),
             key,
             schema_path: doc,
             topic: e.topic.as_ref().map_or_else(
-                || format!("{exchange}.{}", e.name.value.split('.').next().unwrap_or_default()),
+                || {
+                    format!(
+                        "{exchange}.{}",
+                        e.name.value.split('.').next().unwrap_or_default()
+                    )
+                },
                 |t| t.value.clone(),
             ),
             partitions: e.partitions.as_ref().map_or(3, |p| p.value),
@@ -312,12 +491,18 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         return Err(Diagnostics(errors));
     }
     schema::box_recursion(&mut low.types);
-    let stats = Stats { precise: low.precise, fallback: low.fallback };
+    let stats = Stats {
+        precise: low.precise,
+        fallback: low.fallback,
+    };
     let schemas = low
         .docs
         .values()
         .filter(|d| d.origin.is_none())
-        .map(|d| SchemaDoc { path: d.path.clone(), json: serde_json::to_string(&d.value).unwrap_or_default() })
+        .map(|d| SchemaDoc {
+            path: d.path.clone(),
+            json: serde_json::to_string(&d.value).unwrap_or_default(),
+        })
         .collect();
     let name = s.name.value.clone();
     Ok((
@@ -342,25 +527,40 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
 /// entry reached through `$ref`).
 fn is_root_struct(low: &Lowerer<'_>, j: usize, doc: &str) -> bool {
     let _ = doc;
-    matches!(low.types.defs[j].kind, TypeKind::Struct { .. } | TypeKind::Enum { .. } | TypeKind::Tagged { .. } | TypeKind::Untagged { .. })
-        && low.is_root_def(j, doc)
+    matches!(
+        low.types.defs[j].kind,
+        TypeKind::Struct { .. }
+            | TypeKind::Enum { .. }
+            | TypeKind::Tagged { .. }
+            | TypeKind::Untagged { .. }
+    ) && low.is_root_def(j, doc)
 }
 
 fn key_field(low: &Lowerer<'_>, own: usize, key: &str) -> Result<KeyField, String> {
     let (fields, prefix) = match &low.types.defs[own].kind {
         TypeKind::Struct { fields, .. } => (fields, String::new()),
-        TypeKind::Newtype { inner: Ty::Named(j) } => match &low.types.defs[*j].kind {
+        TypeKind::Newtype {
+            inner: Ty::Named(j),
+        } => match &low.types.defs[*j].kind {
             TypeKind::Struct { fields, .. } => (fields, "0.".to_string()),
             _ => return Err(format!("key `{key}`: the event's schema is not an object")),
         },
         _ => return Err(format!("key `{key}`: the event's schema is not an object")),
     };
-    let f = fields.iter().find(|f| f.json == key).ok_or_else(|| format!("key `{key}` is not a property of the event"))?;
+    let f = fields
+        .iter()
+        .find(|f| f.json == key)
+        .ok_or_else(|| format!("key `{key}` is not a property of the event"))?;
     if f.optional || matches!(f.ty, Ty::Option(_)) {
         return Err(format!("key `{key}` is not a required property"));
     }
     if !matches!(f.ty, Ty::String | Ty::Uuid | Ty::Int(_)) {
         return Err(format!("key `{key}` is not a string, integer or uuid"));
     }
-    Ok(KeyField { json: key.to_string(), ident: format!("{prefix}{}", f.ident), optional: false, ty: f.ty.clone() })
+    Ok(KeyField {
+        json: key.to_string(),
+        ident: format!("{prefix}{}", f.ident),
+        optional: false,
+        ty: f.ty.clone(),
+    })
 }
