@@ -2132,11 +2132,7 @@ pub fn box_recursion(types: &mut Types) {
             TypeKind::Untagged { variants } => {
                 boxes.iter().for_each(|&s| boxed(&mut variants[s].1))
             }
-            TypeKind::Newtype { inner } => {
-                if !boxes.is_empty() {
-                    boxed(inner)
-                }
-            }
+            TypeKind::Newtype { inner } if !boxes.is_empty() => boxed(inner),
             _ => {}
         }
     }

@@ -486,7 +486,7 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             consumed: consumed.get(e.name.value.as_str()).cloned(),
         });
     }
-    errors.extend(low.errors.drain(..));
+    errors.append(&mut low.errors);
     if !errors.is_empty() {
         return Err(Diagnostics(errors));
     }

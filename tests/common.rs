@@ -47,14 +47,23 @@ pub fn evgen(args: &[&str]) -> (i32, String, String) {
     let mut argv: Vec<std::ffi::OsString> = vec!["evgen".into()];
     argv.extend(args.iter().map(|a| a.into()));
     let code = evgen::cli::run(argv, &mut out, &mut err);
-    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 /// `cargo <args>` in `dir` with the shared target dir; panics with the
 /// output when it fails.
 pub fn cargo(dir: &Path, args: &[&str]) -> String {
     let (ok, out) = cargo_result(dir, args);
-    assert!(ok, "`cargo {}` failed in {}:\n{out}", args.join(" "), dir.display());
+    assert!(
+        ok,
+        "`cargo {}` failed in {}:\n{out}",
+        args.join(" "),
+        dir.display()
+    );
     out
 }
 
@@ -68,6 +77,10 @@ pub fn cargo_result(dir: &Path, args: &[&str]) -> (bool, String) {
         .env_remove("RUSTFLAGS")
         .output()
         .expect("run cargo");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

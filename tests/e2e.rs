@@ -16,13 +16,31 @@ use std::time::{Duration, Instant};
 /// (catalog spelling, port, name for messages, how to start it)
 const BROKERS: &[(&str, u16, &str, &str)] = &[
     ("rabbitmq", 5672, "RabbitMQ", "rabbitmq-server -detached"),
-    ("nats", 4222, "NATS", "nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &"),
-    ("redis", 6379, "Redis", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"),
-    ("kafka", 9092, "Kafka (tansu)", "bash scripts/test.sh starts tansu"),
+    (
+        "nats",
+        4222,
+        "NATS",
+        "nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &",
+    ),
+    (
+        "redis",
+        6379,
+        "Redis",
+        "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+    ),
+    (
+        "kafka",
+        9092,
+        "Kafka (tansu)",
+        "bash scripts/test.sh starts tansu",
+    ),
 ];
 
 fn require_broker(broker: &str) {
-    let (_, port, name, hint) = BROKERS.iter().find(|b| b.0 == broker).expect("known broker");
+    let (_, port, name, hint) = BROKERS
+        .iter()
+        .find(|b| b.0 == broker)
+        .expect("known broker");
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
     if TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_err() {
         panic!("{name} is not reachable on 127.0.0.1:{port} (start it: `{hint}`)");
@@ -34,7 +52,10 @@ fn catalog_for(case: &str, broker: &str) -> PathBuf {
     let src = common::root().join("tests/e2e").join(case);
     let dst = common::scratch(&format!("e2e-catalog-{broker}-{case}"));
     std::fs::create_dir_all(dst.join("schemas")).expect("mkdir");
-    for e in std::fs::read_dir(src.join("schemas")).expect("schemas").flatten() {
+    for e in std::fs::read_dir(src.join("schemas"))
+        .expect("schemas")
+        .flatten()
+    {
         std::fs::copy(e.path(), dst.join("schemas").join(e.file_name())).expect("copy");
     }
     let text = std::fs::read_to_string(src.join("evgen.yaml")).expect("catalog");
@@ -48,10 +69,17 @@ fn catalog_for(case: &str, broker: &str) -> PathBuf {
 fn build_service(case: &str, broker: &str) -> PathBuf {
     let ws = common::scratch(&format!("e2e-{broker}-{case}"));
     let cat = catalog_for(case, broker).join("evgen.yaml");
-    let (code, out, err) = common::evgen(&["new", ws.to_str().expect("utf-8"), "--catalog", cat.to_str().expect("utf-8")]);
+    let (code, out, err) = common::evgen(&[
+        "new",
+        ws.to_str().expect("utf-8"),
+        "--catalog",
+        cat.to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     common::cargo(&ws, &["build"]);
-    common::target_dir().join("debug").join(format!("e2e-{broker}-{case}"))
+    common::target_dir()
+        .join("debug")
+        .join(format!("e2e-{broker}-{case}"))
 }
 
 struct Running {
@@ -75,7 +103,10 @@ impl Running {
             .spawn()
             .expect("start service");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -84,8 +115,14 @@ impl Running {
             });
         }
         let r = Running { child, lines, port };
-        r.wait_for(|l| l.contains("consuming") || l.contains("listening"), Duration::from_secs(30));
-        r.wait_for(|_| TcpStream::connect(("127.0.0.1", port)).is_ok(), Duration::from_secs(30));
+        r.wait_for(
+            |l| l.contains("consuming") || l.contains("listening"),
+            Duration::from_secs(30),
+        );
+        r.wait_for(
+            |_| TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            Duration::from_secs(30),
+        );
         r
     }
 
@@ -96,7 +133,10 @@ impl Running {
                 return l.clone();
             }
             if start.elapsed() > timeout {
-                panic!("timed out; service output:\n{}", self.lines.lock().expect("lock").join("\n"));
+                panic!(
+                    "timed out; service output:\n{}",
+                    self.lines.lock().expect("lock").join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -112,7 +152,11 @@ impl Running {
         s.write_all(req.as_bytes()).expect("send");
         let mut resp = String::new();
         s.read_to_string(&mut resp).expect("read");
-        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         (status, body)
     }
@@ -141,25 +185,43 @@ fn two_services_exchange_events(broker: &str, port: u16) {
     let (status, body) = orders.post("/events/order.placed", order);
     assert_eq!(status, 202, "{body}");
     let id = id_of(&body);
-    let line = payments.wait_for(|l| l.contains(&id) && l.contains("handled"), Duration::from_secs(20));
+    let line = payments.wait_for(
+        |l| l.contains(&id) && l.contains("handled"),
+        Duration::from_secs(20),
+    );
     assert!(line.contains("order.placed"), "{line}");
 
     let payment = r#"{"order_id":"0b9f5f5e-6c1e-4c61-a7a4-8b1a3c0d2e11","payment_id":"p-1","status":"succeeded"}"#;
     let (status, body) = payments.post("/events/payment.processed", payment);
     assert_eq!(status, 202, "{body}");
     let id = id_of(&body);
-    orders.wait_for(|l| l.contains(&id) && l.contains("handled"), Duration::from_secs(20));
+    orders.wait_for(
+        |l| l.contains(&id) && l.contains("handled"),
+        Duration::from_secs(20),
+    );
 
     // Invalid payloads are refused with the schema's reasons, and nothing
     // reaches the broker.
-    let (status, body) = orders.post("/events/order.placed", r#"{"order_id":"not-a-uuid","lines":[]}"#);
+    let (status, body) = orders.post(
+        "/events/order.placed",
+        r#"{"order_id":"not-a-uuid","lines":[]}"#,
+    );
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("customer_id") && body.contains("uuid"), "{body}");
+    assert!(
+        body.contains("customer_id") && body.contains("uuid"),
+        "{body}"
+    );
     // Not an event this service produces.
     let (status, _) = orders.post("/events/payment.processed", payment);
     assert_eq!(status, 404);
     std::thread::sleep(Duration::from_millis(500));
-    let handled = payments.lines.lock().expect("lock").iter().filter(|l| l.contains("handled")).count();
+    let handled = payments
+        .lines
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| l.contains("handled"))
+        .count();
     assert_eq!(handled, 1, "the invalid event must not have been delivered");
 }
 

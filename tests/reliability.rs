@@ -8,12 +8,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,14 +36,54 @@ fn require(port: u16, name: &str, hint: &str) {
 
 /// (catalog spelling, port, URL variable, URL scheme, name, how to start it)
 const BROKERS: &[(&str, u16, &str, &str, &str, &str)] = &[
-    ("rabbitmq", 5672, "AMQP_URL", "amqp://guest:guest@127.0.0.1:{port}/%2f", "RabbitMQ", "rabbitmq-server -detached"),
-    ("nats", 4222, "NATS_URL", "nats://127.0.0.1:{port}", "NATS", "nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &"),
-    ("redis", 6379, "REDIS_URL", "redis://127.0.0.1:{port}", "Redis", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"),
-    ("kafka", 9092, "KAFKA_BROKERS", "127.0.0.1:{port}", "Kafka (tansu)", "bash scripts/test.sh starts tansu"),
+    (
+        "rabbitmq",
+        5672,
+        "AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:{port}/%2f",
+        "RabbitMQ",
+        "rabbitmq-server -detached",
+    ),
+    (
+        "nats",
+        4222,
+        "NATS_URL",
+        "nats://127.0.0.1:{port}",
+        "NATS",
+        "nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &",
+    ),
+    (
+        "redis",
+        6379,
+        "REDIS_URL",
+        "redis://127.0.0.1:{port}",
+        "Redis",
+        "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+    ),
+    (
+        "kafka",
+        9092,
+        "KAFKA_BROKERS",
+        "127.0.0.1:{port}",
+        "Kafka (tansu)",
+        "bash scripts/test.sh starts tansu",
+    ),
 ];
 
-fn broker_info(broker: &str) -> &'static (&'static str, u16, &'static str, &'static str, &'static str, &'static str) {
-    BROKERS.iter().find(|b| b.0 == broker).expect("known broker")
+fn broker_info(
+    broker: &str,
+) -> &'static (
+    &'static str,
+    u16,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+) {
+    BROKERS
+        .iter()
+        .find(|b| b.0 == broker)
+        .expect("known broker")
 }
 
 /// The broker's URL through `port` (the broker's own, or a proxy's).
@@ -54,7 +94,11 @@ fn url(broker: &str, port: u16) -> String {
 fn require_services(broker: &str) {
     let (_, port, _, _, name, hint) = broker_info(broker);
     require(*port, name, hint);
-    require(5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect 15 main start");
+    require(
+        5432,
+        "PostgreSQL",
+        "pg_ctlcluster --skip-systemctl-redirect 15 main start",
+    );
 }
 
 /// Build the fault-test service for `broker` once per test run.
@@ -67,11 +111,24 @@ fn binary(broker: &str) -> PathBuf {
     let src = common::root().join("tests/reliability");
     let cat = common::scratch(&format!("reliability-catalog-{broker}"));
     std::fs::create_dir_all(cat.join("schemas")).expect("mkdir");
-    std::fs::copy(src.join("schemas/item.created.json"), cat.join("schemas/item.created.json")).expect("schema");
+    std::fs::copy(
+        src.join("schemas/item.created.json"),
+        cat.join("schemas/item.created.json"),
+    )
+    .expect("schema");
     let text = std::fs::read_to_string(src.join("evgen.yaml")).expect("catalog");
-    std::fs::write(cat.join("evgen.yaml"), evgen::edit::set_service_key(&text, "broker", broker)).expect("write");
+    std::fs::write(
+        cat.join("evgen.yaml"),
+        evgen::edit::set_service_key(&text, "broker", broker),
+    )
+    .expect("write");
     let ws = common::scratch(&format!("reliability-{broker}"));
-    let (code, out, err) = common::evgen(&["new", ws.to_str().expect("utf-8"), "--catalog", cat.join("evgen.yaml").to_str().expect("utf-8")]);
+    let (code, out, err) = common::evgen(&[
+        "new",
+        ws.to_str().expect("utf-8"),
+        "--catalog",
+        cat.join("evgen.yaml").to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     std::fs::copy(src.join("handlers.rs"), ws.join("service/src/handlers.rs")).expect("handlers");
     common::cargo(&ws, &["build"]);
@@ -84,15 +141,33 @@ fn binary(broker: &str) -> PathBuf {
 
 fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            sql,
+        ])
         .output()
         .expect("psql");
-    assert!(out.status.success(), "psql failed: {}\n{sql}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n{sql}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// The `n` range of the running scenario's events: late redeliveries of an
@@ -103,8 +178,16 @@ static RANGE: Mutex<(i64, i64)> = Mutex::new((0, 0));
 fn begin(n: usize) -> i64 {
     static NEXT: AtomicI64 = AtomicI64::new(0);
     if NEXT.load(Ordering::SeqCst) == 0 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
-        let _ = NEXT.compare_exchange(0, now as i64 * 1_000_000, Ordering::SeqCst, Ordering::SeqCst);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        let _ = NEXT.compare_exchange(
+            0,
+            now as i64 * 1_000_000,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
     let offset = NEXT.fetch_add(n as i64 + 1_000, Ordering::SeqCst);
     *RANGE.lock().unwrap_or_else(|e| e.into_inner()) = (offset + 1, offset + n as i64 + 100);
@@ -121,17 +204,33 @@ fn purge_queues(broker: &str) {
             return;
         }
         "redis" => {
-            redis_command(&[b"DEL", b"rel.item", b"rel.dlq", b"rel.retry", b"rel.delayed"]);
+            redis_command(&[
+                b"DEL",
+                b"rel.item",
+                b"rel.dlq",
+                b"rel.retry",
+                b"rel.delayed",
+            ]);
             return;
         }
         "rabbitmq" => {}
         _ => return,
     }
     rt().block_on(async {
-        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await.expect("amqp");
-        for q in ["rel", "rel.dlq", "rel.retry.200ms", "rel.retry.400ms", "rel.retry.800ms"] {
+        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        for q in [
+            "rel",
+            "rel.dlq",
+            "rel.retry.200ms",
+            "rel.retry.400ms",
+            "rel.retry.800ms",
+        ] {
             let ch = conn.create_channel().await.expect("channel");
-            let _ = ch.queue_purge(q.into(), lapin::options::QueuePurgeOptions::default()).await;
+            let _ = ch
+                .queue_purge(q.into(), lapin::options::QueuePurgeOptions::default())
+                .await;
         }
         let _ = conn.close(200, "bye".into()).await;
     });
@@ -151,11 +250,14 @@ fn publish_raw(broker: &str, bodies: &[Vec<u8>]) {
 /// A NATS request with an empty payload; waits for the reply.
 fn nats_request(subject: &str) {
     let mut s = TcpStream::connect("127.0.0.1:4222").expect("nats");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut line = String::new();
     r.read_line(&mut line).expect("INFO");
-    let msg = format!("CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.evgen-test 1\r\nPUB {subject} _INBOX.evgen-test 0\r\n\r\n");
+    let msg = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.evgen-test 1\r\nPUB {subject} _INBOX.evgen-test 0\r\n\r\n"
+    );
     s.write_all(msg.as_bytes()).expect("request");
     loop {
         line.clear();
@@ -189,9 +291,11 @@ fn publish_raw_nats(bodies: &[Vec<u8>]) {
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut info = String::new();
     r.read_line(&mut info).expect("INFO");
-    s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").expect("CONNECT");
+    s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .expect("CONNECT");
     for body in bodies {
-        s.write_all(format!("PUB rel.item.created {}\r\n", body.len()).as_bytes()).expect("PUB");
+        s.write_all(format!("PUB rel.item.created {}\r\n", body.len()).as_bytes())
+            .expect("PUB");
         s.write_all(body).expect("body");
         s.write_all(b"\r\n").expect("crlf");
     }
@@ -209,7 +313,15 @@ fn publish_raw_redis(bodies: &[Vec<u8>]) {
     let mut s = TcpStream::connect("127.0.0.1:6379").expect("redis");
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     for body in bodies {
-        let args: [&[u8]; 7] = [b"XADD", b"rel.item", b"*", b"type", b"item.created", b"body", body];
+        let args: [&[u8]; 7] = [
+            b"XADD",
+            b"rel.item",
+            b"*",
+            b"type",
+            b"item.created",
+            b"body",
+            body,
+        ];
         let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             cmd.extend(format!("${}\r\n", a.len()).as_bytes());
@@ -227,13 +339,23 @@ fn publish_raw_redis(bodies: &[Vec<u8>]) {
 
 fn publish_raw_amqp(bodies: &[Vec<u8>]) {
     rt().block_on(async {
-        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await.expect("amqp");
+        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
         let ch = conn.create_channel().await.expect("channel");
-        ch.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirms");
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
         for body in bodies {
             let props = lapin::BasicProperties::default().with_delivery_mode(2);
             let confirm = ch
-                .basic_publish("rel".into(), "item.created".into(), lapin::options::BasicPublishOptions::default(), body, props)
+                .basic_publish(
+                    "rel".into(),
+                    "item.created".into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
                 .await
                 .expect("publish");
             assert!(confirm.await.expect("confirm").is_ack());
@@ -253,45 +375,75 @@ fn restart_broker(broker: &str) {
                 }
             }
             let _guard = StartApp;
-            let out = Command::new("rabbitmqctl").arg("stop_app").output().expect("rabbitmqctl");
-            assert!(out.status.success(), "rabbitmqctl stop_app: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("rabbitmqctl")
+                .arg("stop_app")
+                .output()
+                .expect("rabbitmqctl");
+            assert!(
+                out.status.success(),
+                "rabbitmqctl stop_app: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_secs(2));
         }
         "nats" => {
             // Restart the running server with its own command line (its
             // JetStream store directory keeps the streams).
-            let pid = String::from_utf8_lossy(&Command::new("pgrep").args(["-o", "-x", "nats-server"]).output().expect("pgrep").stdout)
-                .trim()
-                .to_string();
+            let pid = String::from_utf8_lossy(
+                &Command::new("pgrep")
+                    .args(["-o", "-x", "nats-server"])
+                    .output()
+                    .expect("pgrep")
+                    .stdout,
+            )
+            .trim()
+            .to_string();
             assert!(!pid.is_empty(), "no nats-server process to restart");
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-            let argv: Vec<String> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let argv: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             let start = Instant::now();
-            while std::path::Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(20) {
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && start.elapsed() < Duration::from_secs(20)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(Duration::from_secs(2));
-            Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+            // Detached through a shell, so the server outlives the test
+            // like the one it replaces.
+            let quoted: Vec<String> = argv
+                .iter()
+                .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+                .collect();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!("nohup {} >/dev/null 2>&1 &", quoted.join(" ")))
+                .status()
                 .expect("restart nats-server");
+            assert!(status.success());
         }
         other => panic!("{other} keeps no data across a restart here; no restart test"),
     }
     let (_, port, _, _, name, hint) = broker_info(broker);
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", *port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{name} did not come back (start it: `{hint}`)");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{name} did not come back (start it: `{hint}`)"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn fresh_database() {
-    psql("postgres", &format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"));
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"),
+    );
     psql("postgres", &format!("CREATE DATABASE {DB}"));
     psql(
         DB,
@@ -325,7 +477,12 @@ fn seed(n: usize, offset: usize) {
 /// (effects rows, distinct events) of the running scenario.
 fn effects() -> (usize, usize) {
     let (lo, hi) = *RANGE.lock().unwrap_or_else(|e| e.into_inner());
-    let r = psql(DB, &format!("SELECT count(*) || ',' || count(DISTINCT event_id) FROM effects WHERE n BETWEEN {lo} AND {hi}"));
+    let r = psql(
+        DB,
+        &format!(
+            "SELECT count(*) || ',' || count(DISTINCT event_id) FROM effects WHERE n BETWEEN {lo} AND {hi}"
+        ),
+    );
     let mut it = r.split(',').map(|x| x.parse().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
@@ -337,7 +494,10 @@ fn wait_effects(at_least: usize, timeout: Duration) -> Duration {
         if distinct >= at_least {
             return start.elapsed();
         }
-        assert!(start.elapsed() < timeout, "only {distinct} of {at_least} events handled after {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "only {distinct} of {at_least} events handled after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -353,7 +513,10 @@ impl Service {
         let mut child = Command::new(binary(broker))
             .env("PORT", port.to_string())
             .env(broker_info(broker).2, broker_url)
-            .env("DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{DB}"))
+            .env(
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{DB}"),
+            )
             .env("INSTANCE", instance)
             .env("RUST_LOG", "info,rel_events=debug")
             .env("NO_COLOR", "1")
@@ -362,7 +525,10 @@ impl Service {
             .spawn()
             .expect("start service");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -377,14 +543,29 @@ impl Service {
 
     fn wait_line(&self, needle: &str, timeout: Duration) {
         let start = Instant::now();
-        while !self.lines.lock().expect("lock").iter().any(|l| l.contains(needle)) {
-            assert!(start.elapsed() < timeout, "no `{needle}` in service output:\n{}", self.lines.lock().expect("lock").join("\n"));
+        while !self
+            .lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` in service output:\n{}",
+                self.lines.lock().expect("lock").join("\n")
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn count(&self, needle: &str) -> usize {
-        self.lines.lock().expect("lock").iter().filter(|l| l.contains(needle)).count()
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -396,8 +577,15 @@ impl Service {
         s.write_all(req.as_bytes()).expect("send");
         let mut resp = String::new();
         s.read_to_string(&mut resp).expect("read");
-        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (status, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            status,
+            resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+        )
     }
 
     fn kill9(&mut self) {
@@ -407,7 +595,9 @@ impl Service {
 
     /// SIGTERM and wait for a graceful exit.
     fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -444,8 +634,13 @@ impl Proxy {
                 if st.load(Ordering::Relaxed) {
                     break;
                 }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-                let pipes = [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())];
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let pipes = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
                 c.lock().expect("lock").extend([client, server]);
                 for (from, to) in pipes {
                     if let (Ok(mut from), Ok(mut to)) = (from, to) {
@@ -459,7 +654,6 @@ impl Proxy {
         });
         Proxy { port, conns, stop }
     }
-
 
     fn cut_all(&self) -> usize {
         let mut conns = self.conns.lock().expect("lock");
@@ -480,7 +674,13 @@ impl Drop for Proxy {
     }
 }
 
-fn report(broker: &str, scenario: &str, events: usize, elapsed: Duration, extra: &str) -> (usize, usize) {
+fn report(
+    broker: &str,
+    scenario: &str,
+    events: usize,
+    elapsed: Duration,
+    extra: &str,
+) -> (usize, usize) {
     // Late duplicates would show up shortly after the last event.
     std::thread::sleep(Duration::from_secs(2));
     let (rows, distinct) = effects();
@@ -514,7 +714,16 @@ fn connections_cut_by_a_proxy_lose_nothing(broker: &str, port: u16) {
     wait_effects(N, Duration::from_secs(240));
     let recovery = recover.elapsed();
     let redelivered = svc.count("already processed");
-    let (lost, dups) = report(broker, "proxy-cuts", N, start.elapsed(), &format!(" cuts=3 connections_cut={cuts} redelivered={redelivered} last_recovery={:.1}s", recovery.as_secs_f64()));
+    let (lost, dups) = report(
+        broker,
+        "proxy-cuts",
+        N,
+        start.elapsed(),
+        &format!(
+            " cuts=3 connections_cut={cuts} redelivered={redelivered} last_recovery={:.1}s",
+            recovery.as_secs_f64()
+        ),
+    );
     assert_eq!((lost, dups), (0, 0));
 }
 
@@ -535,7 +744,16 @@ fn a_broker_restart_loses_nothing(broker: &str, port: u16) {
     let recovery = down.elapsed();
     wait_effects(N, Duration::from_secs(240));
     let redelivered = svc.count("already processed");
-    let (lost, dups) = report(broker, "broker-restart", N, start.elapsed(), &format!(" redelivered={redelivered} time_to_recover={:.1}s", recovery.as_secs_f64()));
+    let (lost, dups) = report(
+        broker,
+        "broker-restart",
+        N,
+        start.elapsed(),
+        &format!(
+            " redelivered={redelivered} time_to_recover={:.1}s",
+            recovery.as_secs_f64()
+        ),
+    );
     assert_eq!((lost, dups), (0, 0));
 }
 
@@ -558,7 +776,16 @@ fn sigkill_mid_stream_loses_nothing(broker: &str, port: u16) {
     let recovery = killed.elapsed();
     wait_effects(N, Duration::from_secs(240));
     let redelivered = svc.count("already processed");
-    let (lost, dups) = report(broker, "sigkill", N, start.elapsed(), &format!(" redelivered_after_restart={redelivered} time_to_recover={:.1}s", recovery.as_secs_f64()));
+    let (lost, dups) = report(
+        broker,
+        "sigkill",
+        N,
+        start.elapsed(),
+        &format!(
+            " redelivered_after_restart={redelivered} time_to_recover={:.1}s",
+            recovery.as_secs_f64()
+        ),
+    );
     assert_eq!((lost, dups), (0, 0));
 }
 
@@ -596,17 +823,31 @@ fn poison_messages_go_to_the_dead_letter_queue(broker: &str, port: u16) {
         let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
         let tag = format!("tag-{offset}");
         let ours = |d: &&serde_json::Value| d["body"].as_str().is_some_and(|b| b.contains(&tag));
-        let count = |r: &str| list.iter().filter(ours).filter(|d| d["reason"] == r).count();
-        let counts = (count("undecodable"), count("schema-invalid"), count("unknown-event"));
+        let count = |r: &str| {
+            list.iter()
+                .filter(ours)
+                .filter(|d| d["reason"] == r)
+                .count()
+        };
+        let counts = (
+            count("undecodable"),
+            count("schema-invalid"),
+            count("unknown-event"),
+        );
         if counts == (kinds, kinds, kinds) || Instant::now() > deadline {
             break counts;
         }
         std::thread::sleep(Duration::from_millis(300));
     };
-    let (lost, dups) = report(broker, "poison",
+    let (lost, dups) = report(
+        broker,
+        "poison",
         valid,
         start.elapsed(),
-        &format!(" poison={} dlq_undecodable={undecodable} dlq_schema_invalid={invalid} dlq_unknown_event={unknown}", 3 * kinds),
+        &format!(
+            " poison={} dlq_undecodable={undecodable} dlq_schema_invalid={invalid} dlq_unknown_event={unknown}",
+            3 * kinds
+        ),
     );
     assert_eq!((lost, dups), (0, 0));
     assert_eq!((undecodable, invalid, unknown), (kinds, kinds, kinds));
@@ -620,19 +861,36 @@ fn retries_back_off_then_dead_letter_then_replay(broker: &str, port: u16) {
     purge_queues(broker);
     let offset = begin(N);
     let svc = Service::start(broker, port, "a", &url(broker, broker_info(broker).1));
-    psql(DB, "INSERT INTO failing_items VALUES ('flaky', 3), ('doomed', 1000)");
+    psql(
+        DB,
+        "INSERT INTO failing_items VALUES ('flaky', 3), ('doomed', 1000)",
+    );
     let t0 = Instant::now();
-    let (status, body) = svc.http("POST", "/events/item.created", &format!(r#"{{"item_id":"flaky","n":{}}}"#, offset + 1));
+    let (status, body) = svc.http(
+        "POST",
+        "/events/item.created",
+        &format!(r#"{{"item_id":"flaky","n":{}}}"#, offset + 1),
+    );
     assert_eq!(status, 202, "{body}");
-    let (status, body) = svc.http("POST", "/events/item.created", &format!(r#"{{"item_id":"doomed","n":{}}}"#, offset + 2));
+    let (status, body) = svc.http(
+        "POST",
+        "/events/item.created",
+        &format!(r#"{{"item_id":"doomed","n":{}}}"#, offset + 2),
+    );
     assert_eq!(status, 202, "{body}");
     wait_effects(1, Duration::from_secs(30));
     let flaky_after = t0.elapsed();
     let attempt = psql(DB, "SELECT attempt FROM effects WHERE item_id = 'flaky'");
     assert_eq!(attempt, "3", "flaky must succeed on its third attempt");
     // Backoff 200 ms then 400 ms: at least 0.6 s, loosely bounded above.
-    assert!(flaky_after >= Duration::from_millis(550), "retried too fast: {flaky_after:?}");
-    assert!(flaky_after < Duration::from_secs(15), "retried too slowly: {flaky_after:?}");
+    assert!(
+        flaky_after >= Duration::from_millis(550),
+        "retried too fast: {flaky_after:?}"
+    );
+    assert!(
+        flaky_after < Duration::from_secs(15),
+        "retried too slowly: {flaky_after:?}"
+    );
 
     // doomed: 4 attempts (200 + 400 + 800 ms of backoff), then the DLQ.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -640,17 +898,32 @@ fn retries_back_off_then_dead_letter_then_replay(broker: &str, port: u16) {
         let (_, body) = svc.http("GET", "/admin/dead-letters?limit=100000", "");
         let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
         let ours = format!("\"n\":{}", offset + 2);
-        if let Some(d) = list.into_iter().find(|d| d["body"].as_str().is_some_and(|b| b.contains("doomed") && b.contains(&ours))) {
+        if let Some(d) = list.into_iter().find(|d| {
+            d["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("doomed") && b.contains(&ours))
+        }) {
             break d;
         }
-        assert!(Instant::now() < deadline, "doomed never reached the dead-letter queue");
+        assert!(
+            Instant::now() < deadline,
+            "doomed never reached the dead-letter queue"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(dead["reason"], "retries-exhausted");
     assert_eq!(dead["attempts"], 4);
     assert_eq!(dead["event"], "item.created");
-    assert!(dead["error"].as_str().is_some_and(|e| e.contains("doomed is failing")), "{dead}");
-    assert!(!dead["first_failure"].as_str().unwrap_or("").is_empty(), "{dead}");
+    assert!(
+        dead["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("doomed is failing")),
+        "{dead}"
+    );
+    assert!(
+        !dead["first_failure"].as_str().unwrap_or("").is_empty(),
+        "{dead}"
+    );
     let dlq_after = t0.elapsed();
 
     psql(DB, "DELETE FROM failing_items WHERE item_id = 'doomed'");
@@ -659,7 +932,11 @@ fn retries_back_off_then_dead_letter_then_replay(broker: &str, port: u16) {
     let replayed: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert!(replayed["replayed"].as_u64().unwrap_or(0) >= 1, "{body}");
     wait_effects(2, Duration::from_secs(30));
-    assert_eq!(psql(DB, "SELECT attempt FROM effects WHERE item_id = 'doomed'"), "1", "replay resets the attempt count");
+    assert_eq!(
+        psql(DB, "SELECT attempt FROM effects WHERE item_id = 'doomed'"),
+        "1",
+        "replay resets the attempt count"
+    );
     println!(
         "reliability[{broker}/retry]: flaky handled on attempt 3 after {:.2}s (backoff 0.2+0.4 s); doomed dead-lettered after {:.2}s (4 attempts), replayed and handled",
         flaky_after.as_secs_f64(),
@@ -680,11 +957,29 @@ fn two_instances_share_the_work_without_duplicates(broker: &str, port: u16) {
     seed(N, offset as usize);
     wait_effects(N, Duration::from_secs(240));
     let elapsed = start.elapsed();
-    let by = |i: &str| psql(DB, &format!("SELECT count(*) FROM effects WHERE instance = '{i}'")).parse::<usize>().unwrap_or(0);
+    let by = |i: &str| {
+        psql(
+            DB,
+            &format!("SELECT count(*) FROM effects WHERE instance = '{i}'"),
+        )
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
     let (na, nb) = (by("a"), by("b"));
     let redelivered = a.count("already processed") + b.count("already processed");
-    let published_once = psql(DB, "SELECT count(*) FROM evgen_outbox WHERE published_at IS NOT NULL");
-    let (lost, dups) = report(broker, "two-instances", N, elapsed, &format!(" instance_a={na} instance_b={nb} delivered_twice={redelivered} outbox_rows_published={published_once}"));
+    let published_once = psql(
+        DB,
+        "SELECT count(*) FROM evgen_outbox WHERE published_at IS NOT NULL",
+    );
+    let (lost, dups) = report(
+        broker,
+        "two-instances",
+        N,
+        elapsed,
+        &format!(
+            " instance_a={na} instance_b={nb} delivered_twice={redelivered} outbox_rows_published={published_once}"
+        ),
+    );
     assert_eq!((lost, dups), (0, 0));
     assert!(na > 0 && nb > 0, "work was not shared: a={na} b={nb}");
     assert_eq!(redelivered, 0, "an event was published or delivered twice");

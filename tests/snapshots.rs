@@ -26,11 +26,19 @@ fn generated_files_match_snapshots() {
 #[test]
 fn errors_match_snapshots() {
     let base = common::root().join("tests/errors");
-    let mut cases: Vec<_> = std::fs::read_dir(&base).expect("tests/errors").flatten().map(|e| e.path()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&base)
+        .expect("tests/errors")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     cases.sort();
     assert!(!cases.is_empty());
     for dir in cases {
-        let case = dir.file_name().expect("name").to_string_lossy().into_owned();
+        let case = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let d = match evgen::generate(&dir) {
             Ok(_) => panic!("{case} should fail"),
             Err(d) => d,
@@ -52,8 +60,16 @@ fn output_is_deterministic_and_location_independent() {
         assert_eq!(a.files.len(), b.files.len());
         for (x, y) in a.files.iter().zip(&b.files) {
             assert_eq!(x.path, y.path);
-            assert_eq!(x.content, y.content, "{case}: {} differs between two runs", x.path);
-            assert!(!x.content.contains(&*dir.to_string_lossy()), "{case}: {} holds an absolute path", x.path);
+            assert_eq!(
+                x.content, y.content,
+                "{case}: {} differs between two runs",
+                x.path
+            );
+            assert!(
+                !x.content.contains(&*dir.to_string_lossy()),
+                "{case}: {} holds an absolute path",
+                x.path
+            );
         }
     }
 }
