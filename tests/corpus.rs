@@ -134,6 +134,14 @@ fn load_cases(suite: &Path) -> Vec<Case> {
     cases
 }
 
+/// The lowering options of catalogs, with the suite's remotes.
+fn catalog_options() -> Options {
+    Options {
+        remotes: corpus_options().remotes,
+        ..Options::default()
+    }
+}
+
 /// The lowering options of the corpus: the JSON Schema meaning exactly.
 fn corpus_options() -> Options {
     Options {
@@ -148,7 +156,7 @@ fn corpus_options() -> Options {
 }
 
 /// Lower one case in a thread, with a deadline.
-fn lower_case(case: &Case, remotes: &Path) -> Lowering {
+fn lower_case(case: &Case, remotes: &Path, options: Options) -> Lowering {
     let text = serde_json::to_string_pretty(&case.schema).expect("a JSON value prints");
     let remotes = remotes.to_path_buf();
     let (tx, rx) = mpsc::channel();
@@ -166,7 +174,7 @@ fn lower_case(case: &Case, remotes: &Path) -> Lowering {
             }
         };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            lower_document(SCHEMA_PATH, "Root", &read, corpus_options())
+            lower_document(SCHEMA_PATH, "Root", &read, options)
         }));
         let _ = tx.send(match r {
             Ok(Ok(l)) => Lowering::Accepted(Box::new(l)),
@@ -315,10 +323,18 @@ struct Project {
     target: PathBuf,
 }
 
-/// Write the checker workspace: one crate per draft, one module per case.
-fn write_project(project: &Project, cases: &[Case], lowered: &[Lowering]) {
+/// One crate of the checker workspace: a module per lowered case.
+struct Crate<'a> {
+    name: &'static str,
+    /// `(case, lowering, result id)`.
+    entries: Vec<(&'a Case, &'a Lowering, String)>,
+}
+
+/// Write the checker workspace: one crate per draft with the corpus
+/// options, one crate with the catalog defaults; a module per case.
+fn write_project(project: &Project, crates: &[Crate<'_>]) {
     let dir = &project.dir;
-    let members: Vec<String> = DRAFTS.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let members: Vec<String> = crates.iter().map(|c| format!("\"{}\"", c.name)).collect();
     write_if_changed(
         &dir.join("Cargo.toml"),
         &format!(
@@ -333,31 +349,28 @@ fn write_project(project: &Project, cases: &[Case], lowered: &[Lowering]) {
             &lock,
         );
     }
-    for (draft, _) in DRAFTS {
-        let cdir = dir.join(draft);
+    for c in crates {
+        let cdir = dir.join(c.name);
         write_if_changed(
             &cdir.join("Cargo.toml"),
             &format!(
-                "[package]\nname = \"corpus-{draft}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
+                "[package]\nname = \"corpus-{}\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
                  [dependencies]\n{}\n\
                  serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n",
-                jsonschema_dependency()
+                c.name,
+                generated_dependencies()
             ),
         );
         let mut main = String::from("#![allow(dead_code)]\n\n");
         let mut checks = String::new();
         let mut wanted = Vec::new();
-        for (case, low) in cases.iter().zip(lowered) {
-            if case.draft != draft {
-                continue;
-            }
+        for (case, low, id) in &c.entries {
             let Lowering::Accepted(l) = low else { continue };
             let m = module_name(case);
             let _ = writeln!(main, "mod {m};");
             let _ = writeln!(
                 checks,
-                "    (\"{}\", check::<{m}::{}>),",
-                case_id(case),
+                "    (\"{id}\", check::<{m}::{}>),",
                 l.types.defs[l.root].name
             );
             let file = format!("{m}.rs");
@@ -386,18 +399,27 @@ fn write_project(project: &Project, cases: &[Case], lowered: &[Lowering]) {
     }
 }
 
-/// The `jsonschema` dependency of the generated crates, so that the
-/// checker validates as they do.
-fn jsonschema_dependency() -> String {
+/// The `jsonschema`, `chrono` and `uuid` dependencies of the generated
+/// crates, so that the checker validates and deserializes as they do.
+fn generated_dependencies() -> String {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/events/Cargo.toml");
-    std::fs::read_to_string(template)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("jsonschema ="))
-                .map(String::from)
-        })
-        .unwrap_or_else(|| "jsonschema = { version = \"=0.61\", default-features = false }".into())
+    let text = std::fs::read_to_string(template).unwrap_or_default();
+    let mut deps = Vec::new();
+    for (name, fallback) in [
+        (
+            "jsonschema",
+            "jsonschema = { version = \"=0.61\", default-features = false }",
+        ),
+        (
+            "chrono",
+            "chrono = { version = \"0.4\", default-features = false, features = [\"serde\", \"std\"] }",
+        ),
+        ("uuid", "uuid = { version = \"1\", features = [\"serde\"] }"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} =")));
+        deps.push(line.unwrap_or(fallback).to_string());
+    }
+    deps.join("\n")
 }
 
 fn case_id(c: &Case) -> String {
@@ -405,9 +427,7 @@ fn case_id(c: &Case) -> String {
 }
 
 fn module_name(c: &Case) -> String {
-    let stem: String = c
-        .file
-        .trim_end_matches(".json")
+    let stem: String = format!("{}_{}", c.draft, c.file.trim_end_matches(".json"))
         .chars()
         .map(|ch| {
             if ch.is_ascii_alphanumeric() {
@@ -519,7 +539,12 @@ fn one_line(s: &str) -> String {
     }
 }
 
-fn report(cases: &[Case], lowered: &[Lowering], results: &BTreeMap<String, Vec<String>>) -> String {
+fn report(
+    cases: &[Case],
+    lowered: &[Lowering],
+    catalog: &[Lowering],
+    results: &BTreeMap<String, Vec<String>>,
+) -> String {
     let mut per_file: BTreeMap<(&str, &str), Figures> = BTreeMap::new();
     let mut problems: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (case, low) in cases.iter().zip(lowered) {
@@ -594,7 +619,7 @@ fn report(cases: &[Case], lowered: &[Lowering], results: &BTreeMap<String, Vec<S
          `big_integers: true` (integers beyond 64 bits are valid JSON Schema integers). Catalogs lower with the \
          defaults: defaults applied, chrono and uuid types, 64-bit integers.\n",
     );
-    if !jsonschema_dependency().contains("idna") {
+    if !generated_dependencies().contains("idna") {
         out.push_str(
             "\nThe checker depends on `jsonschema` as the generated crates do (`templates/events/Cargo.toml`): \
              without its `idna` feature, `idn-hostname` and `idn-email` formats are not checked.\n",
@@ -630,6 +655,67 @@ fn report(cases: &[Case], lowered: &[Lowering], results: &BTreeMap<String, Vec<S
             }
         }
     }
+    // The catalog defaults.
+    let _ = write!(
+        out,
+        "\n## With the catalog defaults\n\n\
+         The same schemas lowered as a catalog's are (`Options::default()`: defaults applied, `date-time`, `date` and \
+         `uuid` strings as chrono and uuid types, integers as `i64`/`u64`), compiled and checked the same way. \
+         Invalid instances are rejected as above (the runtime validation does not depend on the lowering).\n\n\
+         | | schemas | accepted | refused | valid instances round-tripped | typed precision |\n\
+         |---|---:|---:|---:|---:|---:|\n"
+    );
+    let mut why: BTreeMap<(&str, &str), (usize, String)> = BTreeMap::new();
+    for (d, _) in DRAFTS {
+        let mut f = Figures::default();
+        for (case, low) in cases.iter().zip(catalog) {
+            if case.draft != d {
+                continue;
+            }
+            f.schemas += 1;
+            if let Lowering::Accepted(l) = low {
+                f.accepted += 1;
+                f.precise += l.precise;
+                f.nodes += l.precise + l.fallback;
+            }
+            let res = results.get(&format!("catalog:{}", case_id(case)));
+            for (i, (_, _, valid)) in case.tests.iter().enumerate() {
+                if !*valid {
+                    continue;
+                }
+                f.valid += 1;
+                match res.and_then(|r| r.get(i)).map(String::as_str) {
+                    Some("ok") => f.round_tripped += 1,
+                    other => {
+                        let e = why.entry((case.draft, case.file.as_str())).or_default();
+                        e.0 += 1;
+                        if e.1.is_empty() {
+                            e.1 = one_line(other.unwrap_or("refused"));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| {d} | {} | {} | {} | {}/{} ({}) | {}/{} ({}) |",
+            f.schemas,
+            f.accepted,
+            f.schemas - f.accepted,
+            f.round_tripped,
+            f.valid,
+            pct(f.round_tripped, f.valid),
+            f.precise,
+            f.nodes,
+            pct(f.precise, f.nodes)
+        );
+    }
+    if !why.is_empty() {
+        out.push_str("\nValid instances that do not round-trip with the catalog defaults, by file (with the first reason):\n\n");
+        for ((d, file), (n, first)) in &why {
+            let _ = writeln!(out, "- {d} `{file}`: {n} ({first})");
+        }
+    }
     out
 }
 
@@ -646,8 +732,19 @@ fn json_schema_test_suite() {
     let remotes = suite.join("remotes");
     let cases = load_cases(&suite);
     let t0 = Instant::now();
-    let lowered: Vec<Lowering> = cases.iter().map(|c| lower_case(c, &remotes)).collect();
-    eprintln!("lowered {} schemas in {:?}", cases.len(), t0.elapsed());
+    let lowered: Vec<Lowering> = cases
+        .iter()
+        .map(|c| lower_case(c, &remotes, corpus_options()))
+        .collect();
+    let lowered_catalog: Vec<Lowering> = cases
+        .iter()
+        .map(|c| lower_case(c, &remotes, catalog_options()))
+        .collect();
+    eprintln!(
+        "lowered {} schemas twice in {:?}",
+        cases.len(),
+        t0.elapsed()
+    );
     if std::env::var_os("EVGEN_CORPUS_FALLBACKS").is_some() {
         for (c, l) in cases.iter().zip(&lowered) {
             if let Lowering::Accepted(l) = l {
@@ -668,7 +765,8 @@ fn json_schema_test_suite() {
     }
     let panics: Vec<String> = cases
         .iter()
-        .zip(&lowered)
+        .zip(lowered.iter().zip(&lowered_catalog))
+        .flat_map(|(c, (a, b))| [(c, a), (c, b)])
         .filter_map(|(c, l)| match l {
             Lowering::Panicked(p) => Some(format!("{}: panics: {p}", case_id(c))),
             Lowering::Hung => Some(format!("{}: hangs", case_id(c))),
@@ -683,13 +781,33 @@ fn json_schema_test_suite() {
         target: std::env::var_os("EVGEN_CORPUS_TARGET")
             .map_or_else(|| tmp.join("evgen-corpus-target"), PathBuf::from),
     };
-    write_project(&project, &cases, &lowered);
+    let mut crates: Vec<Crate<'_>> = DRAFTS
+        .iter()
+        .map(|(d, _)| Crate {
+            name: d,
+            entries: cases
+                .iter()
+                .zip(&lowered)
+                .filter(|(c, _)| c.draft == *d)
+                .map(|(c, l)| (c, l, case_id(c)))
+                .collect(),
+        })
+        .collect();
+    crates.push(Crate {
+        name: "catalog",
+        entries: cases
+            .iter()
+            .zip(&lowered_catalog)
+            .map(|(c, l)| (c, l, format!("catalog:{}", case_id(c))))
+            .collect(),
+    });
+    write_project(&project, &crates);
 
     // The generated code is rustfmt-clean, like the catalog's.
     let mut fmt = Command::new("rustfmt");
     fmt.args(["--edition", "2024", "--check"]);
-    for (d, _) in DRAFTS {
-        for e in std::fs::read_dir(project.dir.join(d).join("src"))
+    for c in &crates {
+        for e in std::fs::read_dir(project.dir.join(c.name).join("src"))
             .expect("the crate's sources")
             .flatten()
         {
@@ -724,26 +842,31 @@ fn json_schema_test_suite() {
     eprintln!("built the corpus crates in {:?}", t1.elapsed());
 
     let mut results: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (draft, _) in DRAFTS {
-        let input: Vec<Value> = cases
+    for c in &crates {
+        let input: Vec<Value> = c
+            .entries
             .iter()
-            .filter(|c| c.draft == draft)
-            .map(|c| {
+            .map(|(case, _, id)| {
                 json!({
-                    "id": case_id(c),
-                    "schema": c.schema,
-                    "tests": c.tests.iter().map(|(_, d, v)| json!({"data": d, "valid": v})).collect::<Vec<_>>(),
+                    "id": id,
+                    "schema": case.schema,
+                    "tests": case.tests.iter().map(|(_, d, v)| json!({"data": d, "valid": v})).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        let input_path = project.dir.join(format!("{draft}.cases.json"));
+        let input_path = project.dir.join(format!("{}.cases.json", c.name));
         write_if_changed(
             &input_path,
             &serde_json::to_string(&input).expect("JSON prints"),
         );
-        let mut cmd = Command::new(project.target.join("debug").join(format!("corpus-{draft}")));
+        let mut cmd = Command::new(
+            project
+                .target
+                .join("debug")
+                .join(format!("corpus-{}", c.name)),
+        );
         cmd.arg(&input_path).arg(&remotes);
-        let out = run(cmd, Duration::from_secs(600), &project.dir.join(draft))
+        let out = run(cmd, Duration::from_secs(600), &project.dir.join(c.name))
             .expect("the checker finishes in time");
         assert!(
             out.status.success(),
@@ -755,7 +878,7 @@ fn json_schema_test_suite() {
         results.extend(v);
     }
 
-    let text = report(&cases, &lowered, &results);
+    let text = report(&cases, &lowered, &lowered_catalog, &results);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema-support.md");
     if std::env::var_os("EVGEN_UPDATE_REPORT").is_some() {
         std::fs::create_dir_all(path.parent().expect("docs/")).expect("create docs/");
