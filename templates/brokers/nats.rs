@@ -20,7 +20,7 @@
 //! than loses. A message whose handler crashed or hung on every delivery is
 //! dead-lettered on the last one without running it again.
 
-use crate::subscriber::{Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS, Reason};
+use crate::subscriber::{DeadLetter, Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS, Reason};
 use ::async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use ::async_nats::jetstream::context::PublishAckFuture;
 use ::async_nats::jetstream::message::PublishMessage;
@@ -91,24 +91,6 @@ const RETRY: Spec = Spec {
     durable: RETRY_DURABLE,
     dead_letter: true,
 };
-
-/// A message in the dead-letter stream.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The event type, when the message could be decoded.
-    pub event: ::std::string::String,
-    /// Why it was dead-lettered (`schema-invalid`, `retries-exhausted`, …).
-    pub reason: ::std::string::String,
-    /// The last error.
-    pub error: ::std::string::String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// When it first failed (RFC 3339).
-    pub first_failure: ::std::string::String,
-    /// The original message body.
-    pub body: ::std::vec::Vec<u8>,
-}
 
 /// A connection to NATS, shared by the publisher and the subscriber.
 ///
@@ -300,40 +282,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Consume until `shutdown` resolves; re-create the consumers with
-    /// backoff when they fail.
-    pub(crate) async fn consume<H: Handlers>(
-        &self,
-        dispatcher: Arc<Dispatcher<H>>,
-        shutdown: impl ::std::future::Future<Output = ()> + Send,
-    ) -> ::std::result::Result<(), crate::Error> {
-        let mut shutdown = ::std::pin::pin!(shutdown);
-        if crate::CONSUMES.is_empty() {
-            shutdown.await;
-            return Ok(());
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = ::std::time::Instant::now();
-            match self.consume_once(&dispatcher, shutdown.as_mut()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        // It ran fine for a while: a new outage.
-                        backoff = Duration::from_millis(100);
-                    }
-                    ::tracing::warn!(error = %e, ?backoff, "consumer lost the server; reconnecting");
-                    ::tokio::select! {
-                        () = ::tokio::time::sleep(backoff) => {}
-                        () = shutdown.as_mut() => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
-    async fn consume_once<H: Handlers>(
+    /// Consume on one connection until `shutdown` resolves (`Ok`) or the
+    /// connection fails (`Err`); [`crate::Subscriber`] reconnects.
+    pub(crate) async fn consume_once<H: Handlers>(
         &self,
         dispatcher: &Arc<Dispatcher<H>>,
         mut shutdown: ::std::pin::Pin<&mut impl ::std::future::Future<Output = ()>>,

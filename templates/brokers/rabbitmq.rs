@@ -7,7 +7,7 @@
 //! handler (or the forward to a retry or dead-letter queue) succeeded, so
 //! a crash at any point redelivers rather than loses.
 
-use crate::subscriber::{Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS};
+use crate::subscriber::{DeadLetter, Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS};
 use ::futures_util::StreamExt as _;
 use ::lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
@@ -48,24 +48,6 @@ impl ::std::convert::From<::lapin::Error> for crate::Error {
     fn from(e: ::lapin::Error) -> Self {
         crate::Error::Broker(e.to_string())
     }
-}
-
-/// A message in the dead-letter queue.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The event type, when the message could be decoded.
-    pub event: ::std::string::String,
-    /// Why it was dead-lettered (`schema-invalid`, `retries-exhausted`, …).
-    pub reason: ::std::string::String,
-    /// The last error.
-    pub error: ::std::string::String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// When it first failed (RFC 3339).
-    pub first_failure: ::std::string::String,
-    /// The original message body.
-    pub body: ::std::vec::Vec<u8>,
 }
 
 /// A connection to RabbitMQ, shared by the publisher and the subscriber.
@@ -305,34 +287,9 @@ impl Broker {
         Err(crate::Error::NotConfirmed(e))
     }
 
-    /// Consume until `shutdown` resolves; reconnect with backoff on loss.
-    pub(crate) async fn consume<H: Handlers>(
-        &self,
-        dispatcher: Arc<Dispatcher<H>>,
-        shutdown: impl ::std::future::Future<Output = ()> + Send,
-    ) -> ::std::result::Result<(), crate::Error> {
-        let mut shutdown = ::std::pin::pin!(shutdown);
-        if crate::CONSUMES.is_empty() {
-            shutdown.await;
-            return Ok(());
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.consume_once(&dispatcher, shutdown.as_mut()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    ::tracing::warn!(error = %e, ?backoff, "consumer lost the broker; reconnecting");
-                    ::tokio::select! {
-                        () = ::tokio::time::sleep(backoff) => {}
-                        () = shutdown.as_mut() => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
-    async fn consume_once<H: Handlers>(
+    /// Consume on one connection until `shutdown` resolves (`Ok`) or the
+    /// connection fails (`Err`); [`crate::Subscriber`] reconnects.
+    pub(crate) async fn consume_once<H: Handlers>(
         &self,
         dispatcher: &Arc<Dispatcher<H>>,
         mut shutdown: ::std::pin::Pin<&mut impl ::std::future::Future<Output = ()>>,

@@ -13,7 +13,7 @@
 //! which the consumer group reads too. Dead letters go to the stream
 //! `<service>.dlq`. Forwarding and acking happen in one MULTI/EXEC.
 
-use crate::subscriber::{Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS, Reason};
+use crate::subscriber::{DeadLetter, Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS, Reason};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply};
 use ::std::sync::Arc;
@@ -96,24 +96,6 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return gone
 ";
-
-/// A message in the dead-letter stream.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The event type, when the message could be decoded.
-    pub event: ::std::string::String,
-    /// Why it was dead-lettered (`schema-invalid`, `retries-exhausted`, …).
-    pub reason: ::std::string::String,
-    /// The last error.
-    pub error: ::std::string::String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// When it first failed (RFC 3339).
-    pub first_failure: ::std::string::String,
-    /// The original message body.
-    pub body: ::std::vec::Vec<u8>,
-}
 
 /// A connection to Redis, shared by the publisher and the subscriber.
 ///
@@ -312,39 +294,9 @@ impl Broker {
         }
     }
 
-    /// Consume until `shutdown` resolves; reconnect with backoff on loss.
-    pub(crate) async fn consume<H: Handlers>(
-        &self,
-        dispatcher: Arc<Dispatcher<H>>,
-        shutdown: impl ::std::future::Future<Output = ()> + Send,
-    ) -> ::std::result::Result<(), crate::Error> {
-        let mut shutdown = ::std::pin::pin!(shutdown);
-        if crate::CONSUMES.is_empty() {
-            shutdown.await;
-            return Ok(());
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = ::std::time::Instant::now();
-            match self.consume_once(&dispatcher, shutdown.as_mut()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        // It ran fine for a while: a new outage.
-                        backoff = Duration::from_millis(100);
-                    }
-                    ::tracing::warn!(error = %e, ?backoff, "consumer lost the server; reconnecting");
-                    ::tokio::select! {
-                        () = ::tokio::time::sleep(backoff) => {}
-                        () = shutdown.as_mut() => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
-    async fn consume_once<H: Handlers>(
+    /// Consume on one connection until `shutdown` resolves (`Ok`) or the
+    /// connection fails (`Err`); [`crate::Subscriber`] reconnects.
+    pub(crate) async fn consume_once<H: Handlers>(
         &self,
         dispatcher: &Arc<Dispatcher<H>>,
         mut shutdown: ::std::pin::Pin<&mut impl ::std::future::Future<Output = ()>>,

@@ -20,12 +20,12 @@ mod schemas;
 mod subscriber;
 pub mod types;
 
-pub use broker::{Broker, DEFAULT_URL, DeadLetter, URL_ENV};
+pub use broker::{Broker, DEFAULT_URL, URL_ENV};
 pub use envelope::Envelope;
 pub use error::{Error, HandlerError};
 pub use event::Event;
 pub use publisher::Publisher;
-pub use subscriber::{Context, Handlers, Subscriber, shutdown_signal};
+pub use subscriber::{Context, DeadLetter, Handlers, Subscriber, shutdown_signal};
 {%- for t in event_types %}
 pub use types::{{ t }};
 {%- endfor %}

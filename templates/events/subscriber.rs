@@ -79,7 +79,34 @@ impl<H: Handlers> Subscriber<H> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> ::std::result::Result<(), crate::Error> {
-        self.broker.consume(self.dispatcher, shutdown).await
+        let mut shutdown = ::std::pin::pin!(shutdown);
+        if crate::CONSUMES.is_empty() {
+            shutdown.await;
+            return Ok(());
+        }
+        let mut backoff = ::std::time::Duration::from_millis(100);
+        loop {
+            let started = ::std::time::Instant::now();
+            let consumed = self
+                .broker
+                .consume_once(&self.dispatcher, shutdown.as_mut())
+                .await;
+            match consumed {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if started.elapsed() > ::std::time::Duration::from_secs(60) {
+                        // It ran fine for a while: a new outage.
+                        backoff = ::std::time::Duration::from_millis(100);
+                    }
+                    ::tracing::warn!(error = %e, ?backoff, "consumer lost the broker; reconnecting");
+                    ::tokio::select! {
+                        () = ::tokio::time::sleep(backoff) => {}
+                        () = shutdown.as_mut() => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(::std::time::Duration::from_secs(10));
+                }
+            }
+        }
     }
 }
 
@@ -104,6 +131,24 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+}
+
+/// A message in the service's dead-letter destination.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The event type, when the message could be decoded.
+    pub event: ::std::string::String,
+    /// Why it was dead-lettered (`schema-invalid`, `retries-exhausted`, …).
+    pub reason: ::std::string::String,
+    /// The last error.
+    pub error: ::std::string::String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it first failed (RFC 3339).
+    pub first_failure: ::std::string::String,
+    /// The original message body.
+    pub body: ::std::vec::Vec<u8>,
 }
 
 /// Why a message was dead-lettered.
