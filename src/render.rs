@@ -408,6 +408,9 @@ pub fn types_rs(types: &Types) -> String {
                 out.push_str("}\n");
             }
             TypeKind::Tagged { tag, variants } => {
+                // Variants hold structs of any size; boxing them would
+                // only make the type harder to use.
+                out.push_str("#[allow(clippy::large_enum_variant)]\n");
                 attr_lines(&mut out, 0, "serde", &[format!("tag = {}", str_lit(tag))]);
                 let _ = writeln!(out, "pub enum {} {{", def.name);
                 for (ident, json, ty) in variants {
@@ -425,6 +428,7 @@ pub fn types_rs(types: &Types) -> String {
                 out.push_str("}\n");
             }
             TypeKind::Untagged { variants } => {
+                out.push_str("#[allow(clippy::large_enum_variant)]\n");
                 out.push_str("#[serde(untagged)]\n");
                 let _ = writeln!(out, "pub enum {} {{", def.name);
                 for (ident, ty) in variants {
