@@ -1757,6 +1757,7 @@ impl<'a> Lowerer<'a> {
         }
         // Alternatives that only allow `null` make the union optional.
         let mut nullable = false;
+        let mut nullable_alt = false;
         let mut alts = Vec::new();
         for (i, (d, p)) in locs {
             let node = self.node(&d, &p).cloned().unwrap_or(Value::Bool(true));
@@ -1778,6 +1779,8 @@ impl<'a> Lowerer<'a> {
                 nullable = true;
                 continue;
             }
+            // (A tagged enum types the objects only.)
+            nullable_alt |= k & K_NULL != 0;
             alts.push((i, (d, p), node));
         }
         if alts.is_empty() {
@@ -1798,6 +1801,7 @@ impl<'a> Lowerer<'a> {
             && plain
             && let Some((tag, values)) = discriminator(&nodes)
         {
+            let nullable = nullable || nullable_alt;
             let idx = self.reserve(hint, m, Some(key), nullable);
             let parent = self.types.defs[idx].name.clone();
             let mut scope = Scope::default();

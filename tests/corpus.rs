@@ -38,6 +38,119 @@ const DRAFTS: [(&str, &str); 2] = [
     ("draft7", "http://json-schema.org/draft-07/schema#"),
 ];
 
+/// The groups of cases: the suite's drafts, then evgen's own cases.
+const GROUPS: [&str; 3] = ["draft2020-12", "draft7", EXTRA];
+
+/// evgen's own cases (2020-12), in the suite's format: what catalogs use
+/// and the suite barely touches (discriminated unions, integers in every
+/// position, nullable optional properties, defaults, typed formats,
+/// recursion through anchors, clashing and unicode names).
+const EXTRA: &str = "evgen";
+
+const EXTRA_CASES: &str = r##"[
+  {"description": "discriminated union, one variant nullable",
+   "schema": {"oneOf": [
+     {"type": ["object", "null"], "properties": {"kind": {"const": "a"}, "x": {"type": "integer"}}, "required": ["kind"]},
+     {"type": "object", "properties": {"kind": {"const": "b"}, "y": {"type": "string"}}, "required": ["kind"], "additionalProperties": false}]},
+   "tests": [
+     {"description": "a", "data": {"kind": "a", "x": 1.0}, "valid": true},
+     {"description": "a with more", "data": {"x": 1, "kind": "a", "z": [true]}, "valid": true},
+     {"description": "b", "data": {"kind": "b", "y": "s"}, "valid": true},
+     {"description": "null", "data": null, "valid": true},
+     {"description": "b with more", "data": {"kind": "b", "z": 1}, "valid": false},
+     {"description": "unknown kind", "data": {"kind": "c"}, "valid": false}]},
+  {"description": "integers everywhere",
+   "schema": {"type": "object", "properties": {
+     "n": {"type": ["integer", "null"]},
+     "v": {"type": "array", "items": {"type": "integer"}},
+     "m": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}},
+     "additionalProperties": {"type": "integer"}},
+   "tests": [
+     {"description": "empty", "data": {}, "valid": true},
+     {"description": "null", "data": {"n": null}, "valid": true},
+     {"description": "integral floats", "data": {"n": 2.0, "v": [1, 2.0, -3], "m": {"a": 1.0}, "q": 5.0}, "valid": true},
+     {"description": "a string", "data": {"n": "x"}, "valid": false},
+     {"description": "a fraction", "data": {"v": [1.5]}, "valid": false},
+     {"description": "an additional string", "data": {"q": "x"}, "valid": false}]},
+  {"description": "defaults",
+   "schema": {"type": "object", "properties": {
+     "c": {"enum": ["web", "store"], "default": "web"},
+     "k": {"type": "integer", "default": 3},
+     "f": {"type": "number", "default": 1.5},
+     "b": {"type": "boolean", "default": true},
+     "s": {"type": "string", "default": "x"}}},
+   "tests": [
+     {"description": "all given", "data": {"c": "store", "k": 4, "f": 2, "b": false, "s": "y"}, "valid": true},
+     {"description": "none given", "data": {}, "valid": true},
+     {"description": "not in the enum", "data": {"c": "x"}, "valid": false}]},
+  {"description": "typed formats",
+   "schema": {"type": "object", "properties": {
+     "at": {"type": "string", "format": "date-time"},
+     "id": {"type": "string", "format": "uuid"},
+     "d": {"type": "string", "format": "date"}}},
+   "tests": [
+     {"description": "canonical", "data": {"at": "2024-01-02T03:04:05Z", "id": "0f8fad5b-d9cb-469f-a165-70867728950e", "d": "2024-01-02"}, "valid": true},
+     {"description": "an offset", "data": {"at": "2024-01-02T03:04:05+02:00"}, "valid": true},
+     {"description": "an upper-case uuid", "data": {"id": "0F8FAD5B-D9CB-469F-A165-70867728950E"}, "valid": true},
+     {"description": "not a date-time", "data": {"at": "yesterday"}, "valid": false},
+     {"description": "not a uuid", "data": {"id": "x"}, "valid": false}]},
+  {"description": "recursion through an anchor",
+   "schema": {"$ref": "#node", "$defs": {"node": {"$anchor": "node", "type": "object", "required": ["value"], "properties": {
+     "value": {"type": "integer"},
+     "children": {"type": "array", "items": {"$ref": "#node"}},
+     "parent": {"$ref": "#node"}}}}},
+   "tests": [
+     {"description": "a tree", "data": {"value": 1, "children": [{"value": 2.0, "children": []}], "parent": {"value": 0}}, "valid": true},
+     {"description": "a bad value", "data": {"value": "x"}, "valid": false},
+     {"description": "no value", "data": {"children": []}, "valid": false}]},
+  {"description": "clashing, reserved and unicode names",
+   "schema": {"type": "object", "required": ["type"], "properties": {
+     "fooBar": {"type": "string"}, "foo_bar": {"type": "integer"}, "ü": {"type": "boolean"},
+     "type": {"type": "string"}, "self": {"type": "string"}, "": {"type": "null"}, "extra": {"type": "string"},
+     "Option": {"enum": ["Some", "None", "some"]}}},
+   "tests": [
+     {"description": "all", "data": {"type": "t", "fooBar": "a", "foo_bar": 1, "ü": true, "self": "s", "": null, "extra": "e", "Option": "None", "other": [1]}, "valid": true},
+     {"description": "a bad type", "data": {"type": 1}, "valid": false}]},
+  {"description": "allOf of references",
+   "schema": {"allOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/b"}], "$defs": {
+     "a": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+     "b": {"type": "object", "properties": {"b": {"type": "string"}}}}},
+   "tests": [
+     {"description": "both", "data": {"a": 1, "b": "x", "c": null}, "valid": true},
+     {"description": "a only", "data": {"a": 2.0}, "valid": true},
+     {"description": "no a", "data": {"b": "x"}, "valid": false}]},
+  {"description": "untagged union",
+   "schema": {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"},
+     {"type": "object", "properties": {"x": {"type": "integer"}}}, {"type": "array", "items": {"type": "integer"}}]},
+   "tests": [
+     {"description": "integer", "data": 1, "valid": true},
+     {"description": "fraction", "data": 1.5, "valid": true},
+     {"description": "integral float", "data": 2.0, "valid": true},
+     {"description": "string", "data": "s", "valid": true},
+     {"description": "object", "data": {"x": 1.0, "y": "z"}, "valid": true},
+     {"description": "array", "data": [1, 2.0], "valid": true},
+     {"description": "boolean", "data": true, "valid": false},
+     {"description": "null", "data": null, "valid": false}]},
+  {"description": "integers beyond 64 bits",
+   "schema": {"type": "object", "properties": {"i": {"type": "integer"}, "small": {"type": "integer", "minimum": -5, "maximum": 5}}},
+   "tests": [
+     {"description": "big", "data": {"i": 12345678901234567890123}, "valid": true},
+     {"description": "64 bits", "data": {"i": -9223372036854775808, "small": 5.0}, "valid": true},
+     {"description": "out of bounds", "data": {"small": 6}, "valid": false}]},
+  {"description": "nullable recursive root",
+   "schema": {"type": ["object", "null"], "properties": {"next": {"$ref": "#"}}, "required": ["next"]},
+   "tests": [
+     {"description": "a chain", "data": {"next": {"next": null}}, "valid": true},
+     {"description": "null", "data": null, "valid": true},
+     {"description": "a number", "data": {"next": 1}, "valid": false}]},
+  {"description": "properties without type",
+   "schema": {"properties": {"a": {"type": "integer"}}, "required": ["a"]},
+   "tests": [
+     {"description": "an object", "data": {"a": 1, "b": 2}, "valid": true},
+     {"description": "not an object", "data": "a", "valid": true},
+     {"description": "a bad a", "data": {"a": "x"}, "valid": false}]}
+]"##;
+
 /// Where lowering reads a test case's schema, relative to a virtual catalog.
 const SCHEMA_PATH: &str = "schemas/case.json";
 
@@ -130,6 +243,28 @@ fn load_cases(suite: &Path) -> Vec<Case> {
                 });
             }
         }
+    }
+    let extra: Vec<Value> = serde_json::from_str(EXTRA_CASES).expect("the extra cases are JSON");
+    for (index, g) in extra.into_iter().enumerate() {
+        let tests = g["tests"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        let d = t["description"].as_str().unwrap_or_default().to_string();
+                        (d, t["data"].clone(), t["valid"].as_bool().unwrap_or(false))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        cases.push(Case {
+            draft: EXTRA,
+            file: g["description"].as_str().unwrap_or_default().to_string(),
+            index,
+            description: g["description"].as_str().unwrap_or_default().to_string(),
+            schema: g["schema"].clone(),
+            tests,
+        });
     }
     cases
 }
@@ -370,7 +505,7 @@ fn write_project(project: &Project, crates: &[Crate<'_>]) {
             let _ = writeln!(main, "mod {m};");
             let _ = writeln!(
                 checks,
-                "    (\"{id}\", check::<{m}::{}>),",
+                "    ({id:?}, check::<{m}::{}>),",
                 l.types.defs[l.root].name
             );
             let file = format!("{m}.rs");
@@ -631,10 +766,10 @@ fn report(
     for ((d, _), f) in &per_file {
         totals.entry(d).or_default().add(f);
     }
-    for (d, _) in DRAFTS {
+    for d in GROUPS {
         out.push_str(&row(d, &totals.get(d).cloned().unwrap_or_default()));
     }
-    for (d, _) in DRAFTS {
+    for d in GROUPS {
         let _ = write!(out, "\n## {d}\n\n{HEADER}");
         for ((dd, file), f) in &per_file {
             if *dd == d {
@@ -666,7 +801,7 @@ fn report(
          |---|---:|---:|---:|---:|---:|\n"
     );
     let mut why: BTreeMap<(&str, &str), (usize, String)> = BTreeMap::new();
-    for (d, _) in DRAFTS {
+    for d in GROUPS {
         let mut f = Figures::default();
         for (case, low) in cases.iter().zip(catalog) {
             if case.draft != d {
@@ -779,9 +914,9 @@ fn json_schema_test_suite() {
         target: std::env::var_os("EVGEN_CORPUS_TARGET")
             .map_or_else(|| tmp.join("evgen-corpus-target"), PathBuf::from),
     };
-    let mut crates: Vec<Crate<'_>> = DRAFTS
+    let mut crates: Vec<Crate<'_>> = GROUPS
         .iter()
-        .map(|(d, _)| Crate {
+        .map(|d| Crate {
             name: d,
             entries: cases
                 .iter()
