@@ -769,6 +769,14 @@ fn report(
     for d in GROUPS {
         out.push_str(&row(d, &totals.get(d).cloned().unwrap_or_default()));
     }
+    out.push_str(
+        "\nNo lowering panics or hangs, and every generated module compiles and is rustfmt-clean: the test fails \
+         otherwise. Typed precision counts every schema node lowered (a `$ref` that only points elsewhere counts \
+         as its target); nodes without `type` that only constrain numbers, strings or arrays (`minimum`, `pattern`, \
+         `contains`, …) or that are conditional (`not`, `if`, `$dynamicRef`) accept any other JSON value, so \
+         `serde_json::Value` is the only complete type for them. A node without `type` whose object or array \
+         keywords say something becomes an enum of the typed object (or array) and any other value.\n",
+    );
     for d in GROUPS {
         let _ = write!(out, "\n## {d}\n\n{HEADER}");
         for ((dd, file), f) in &per_file {
