@@ -1713,10 +1713,24 @@ impl<'a> Lowerer<'a> {
             // Objects get the merged struct.
             return self.lower_untyped(doc, ptr, m, hint, key);
         }
-        // Any one branch gives a complete type: take the first precise one.
+        // Any one part gives a complete type: take the first precise one,
+        // the node's own keywords first.
         let t = self.lower_own_union(doc, ptr, m, hint, &key, kinds);
         if t != Ty::Value {
             return t;
+        }
+        let own_shape = ["properties", "additionalProperties", "items"]
+            .iter()
+            .any(|k| own_node.contains_key(*k));
+        if own_shape {
+            let t = if kinds | K_NULL == K_ALL {
+                self.lower_untyped(doc, ptr, &own_node, hint, key.clone())
+            } else {
+                self.lower_kinds(doc, ptr, &own_node, hint, Some(key.clone()), kinds)
+            };
+            if t != Ty::Value {
+                return t;
+            }
         }
         for (i, (d, p)) in locs.iter().enumerate() {
             let inline = (d.as_str(), p.as_str()) == (doc, format!("{ptr}/allOf/{i}").as_str());
