@@ -23,9 +23,65 @@ fn ascii_words(s: &str) -> String {
         .collect()
 }
 
+/// Lower-case letters, digits and `_` only: heck splits such a name at
+/// `_` and nowhere else, so the fast paths below give heck's answer.
+fn is_snake_input(raw: &str) -> bool {
+    raw.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Already PascalCase: ASCII letters and digits, an upper-case first
+/// letter, and a lower-case letter between any two upper-case ones; heck
+/// returns such a name unchanged.
+fn is_pascal(raw: &str) -> bool {
+    let mut last_upper = None;
+    raw.starts_with(|c: char| c.is_ascii_uppercase())
+        && raw.bytes().all(|b| {
+            let ok = b.is_ascii_digit()
+                || b.is_ascii_lowercase()
+                || (b.is_ascii_uppercase() && last_upper != Some(true));
+            if b.is_ascii_alphabetic() {
+                last_upper = Some(b.is_ascii_uppercase());
+            }
+            ok
+        })
+}
+
+/// `ascii_words(raw).to_snake_case()`, without heck's per-character
+/// formatting for names that are snake case already (most of them).
+fn snake_words(raw: &str) -> String {
+    if !is_snake_input(raw) {
+        return ascii_words(raw).to_snake_case();
+    }
+    let mut s = String::with_capacity(raw.len());
+    for w in raw.split('_').filter(|w| !w.is_empty()) {
+        if !s.is_empty() {
+            s.push('_');
+        }
+        s.push_str(w);
+    }
+    s
+}
+
+/// `ascii_words(raw).to_pascal_case()`, likewise.
+fn pascal_words(raw: &str) -> String {
+    if is_pascal(raw) {
+        return raw.to_string();
+    }
+    if !is_snake_input(raw) {
+        return ascii_words(raw).to_pascal_case();
+    }
+    let mut s = String::with_capacity(raw.len());
+    for w in raw.split('_').filter(|w| !w.is_empty()) {
+        s.push(char::from(w.as_bytes()[0].to_ascii_uppercase()));
+        s.push_str(&w[1..]);
+    }
+    s
+}
+
 /// A field or method name in snake_case, always a valid identifier.
 pub fn field_ident(raw: &str) -> String {
-    let mut s = ascii_words(raw).to_snake_case();
+    let mut s = snake_words(raw);
     if s.is_empty() {
         s = "field".to_string();
     }
@@ -37,7 +93,7 @@ pub fn field_ident(raw: &str) -> String {
 
 /// A type or variant name in PascalCase, always a valid identifier.
 pub fn type_ident(raw: &str) -> String {
-    let mut s = ascii_words(raw).to_pascal_case();
+    let mut s = pascal_words(raw);
     if s.is_empty() {
         s = "Empty".to_string();
     }
@@ -217,6 +273,35 @@ mod tests {
         ];
         for (raw, want) in table {
             assert_eq!(type_ident(raw), want, "{raw}");
+        }
+    }
+
+    /// The fast paths agree with heck on every short name over an alphabet
+    /// of lower and upper case letters, digits and separators.
+    #[test]
+    fn fast_paths_match_heck() {
+        let alphabet = ['a', 'b', 'A', 'B', '1', '_', '-', 'é'];
+        let mut names = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = names
+                .iter()
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        names.sort();
+        names.dedup();
+        for n in &names {
+            assert_eq!(snake_words(n), ascii_words(n).to_snake_case(), "{n:?}");
+            assert_eq!(pascal_words(n), ascii_words(n).to_pascal_case(), "{n:?}");
+        }
+        for n in [
+            "OrderPlacedLinesItem",
+            "Entity1Action2",
+            "HTTPServer",
+            "A1B",
+        ] {
+            assert_eq!(pascal_words(n), ascii_words(n).to_pascal_case(), "{n:?}");
         }
     }
 
