@@ -13,6 +13,7 @@ pub mod edit;
 pub mod emit;
 pub mod model;
 pub mod naming;
+mod par;
 pub mod render;
 pub mod schema;
 pub mod service;
@@ -38,11 +39,13 @@ pub fn generate_from(
 ) -> Result<Generated, diag::Diagnostics> {
     let (service, stats) = service::load(text, read)?;
     let mut files = render::files(&service);
-    for f in files
-        .iter_mut()
-        .filter(|f| f.owner == render::Owner::Generated)
-    {
-        f.content = emit::seal(&f.content);
+    let sealed = par::map(&files, |f| {
+        (f.owner == render::Owner::Generated).then(|| emit::seal(&f.content))
+    });
+    for (f, sealed) in files.iter_mut().zip(sealed) {
+        if let Some(content) = sealed {
+            f.content = content;
+        }
     }
     Ok(Generated {
         service,

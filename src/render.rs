@@ -1,7 +1,7 @@
 //! Rendering: the model in, file contents out. Templates (askama) loop and
 //! print; every decision is made here or in the model.
 
-use crate::model::{Broker, Event, Field, Service, Ty, TypeKind, Types};
+use crate::model::{Broker, Event, Field, Service, Ty, TypeDef, TypeKind, Types};
 use crate::naming::{self, raw_str_lit, str_lit};
 use askama::Template;
 use std::fmt::Write as _;
@@ -349,7 +349,40 @@ pub fn types_rs(types: &Types) -> String {
     out.push_str("//! Payload types generated from the catalog's JSON Schemas.\n");
     let mut defaults = String::new();
     let mut helpers = Helpers::default();
-    for def in &types.defs {
+    // Types print independently: chunks of them on every core, joined in order.
+    let chunks: Vec<&[TypeDef]> = types.defs.chunks(256).collect();
+    for (o, d, h) in crate::par::map(&chunks, |defs| defs_rs(types, defs)) {
+        out.push_str(&o);
+        defaults.push_str(&d);
+        helpers.de |= h.de;
+        helpers.present |= h.present;
+        helpers.present_de |= h.present_de;
+    }
+    out.push_str(&defaults);
+    if helpers.de || helpers.present || helpers.present_de {
+        out.push_str(SERDE_DOC);
+        let mut parts = Vec::new();
+        if helpers.de || helpers.present_de {
+            parts.push(SERDE_INT);
+        }
+        if helpers.present {
+            parts.push(SERDE_PRESENT);
+        }
+        if helpers.present_de {
+            parts.push(SERDE_PRESENT_DE);
+        }
+        out.push_str(&parts.join("\n"));
+        out.push_str("}\n");
+    }
+    out
+}
+
+/// The items of `defs`, the default functions they need, and the helpers they use.
+fn defs_rs(types: &Types, defs: &[TypeDef]) -> (String, String, Helpers) {
+    let mut out = String::new();
+    let mut defaults = String::new();
+    let mut helpers = Helpers::default();
+    for def in defs {
         out.push('\n');
         if def.doc.is_empty() {
             let _ = writeln!(out, "/// `{}`.", def.name);
@@ -471,23 +504,7 @@ pub fn types_rs(types: &Types) -> String {
             }
         }
     }
-    out.push_str(&defaults);
-    if helpers.de || helpers.present || helpers.present_de {
-        out.push_str(SERDE_DOC);
-        let mut parts = Vec::new();
-        if helpers.de || helpers.present_de {
-            parts.push(SERDE_INT);
-        }
-        if helpers.present {
-            parts.push(SERDE_PRESENT);
-        }
-        if helpers.present_de {
-            parts.push(SERDE_PRESENT_DE);
-        }
-        out.push_str(&parts.join("\n"));
-        out.push_str("}\n");
-    }
-    out
+    (out, defaults, helpers)
 }
 
 fn variant_lines(out: &mut String, types: &Types, ident: &str, ty: &Ty) {
@@ -868,6 +885,18 @@ fn render<T: Template>(t: &T) -> String {
 /// Every file of the service: generated ones, and the user's (written by
 /// `new` only).
 pub fn files(s: &Service) -> Vec<File> {
+    // `types.rs` is most of the work: it renders beside the templates.
+    std::thread::scope(|scope| {
+        let types = scope.spawn(|| types_rs(&s.types));
+        files_with(s, || {
+            types
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    })
+}
+
+fn files_with(s: &Service, types_rs: impl FnOnce() -> String) -> Vec<File> {
     let h = header("//");
     let hh = header("#");
     let views = |f: &dyn Fn(&Event) -> bool| -> Vec<EventView<'_>> {
@@ -997,7 +1026,7 @@ pub fn files(s: &Service) -> Vec<File> {
                     .join(", "),
             }),
         ),
-        gen_file("events/src/types.rs", types_rs(&s.types)),
+        gen_file("events/src/types.rs", types_rs()),
     ];
     if s.postgres {
         out.push(gen_file(
