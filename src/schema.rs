@@ -10,11 +10,14 @@
 //! are left to the runtime validation. Where no such type exists, the node
 //! becomes `serde_json::Value`.
 
-use crate::diag::{Diagnostic, locate_json_pointer};
+use crate::diag::{Diagnostic, Pos, locate_json_pointer};
 use crate::model::{Field, Ty, TypeDef, TypeKind, Types};
 use crate::naming::{self, Scope};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// One loaded schema document.
 #[derive(Debug, Clone)]
@@ -23,8 +26,9 @@ pub struct Doc {
     pub display: String,
     /// Virtual path relative to the catalog folder, `/`-separated.
     pub path: String,
-    /// The schema.
-    pub value: Value,
+    /// The schema (shared, so lowering can hold a node while it records
+    /// what it found).
+    pub value: Arc<Value>,
     /// Original text, for positions in errors (absent for inline schemas).
     pub text: Option<String>,
     /// For a document evgen derived from another one: the document its
@@ -32,8 +36,8 @@ pub struct Doc {
     pub origin: Option<String>,
 }
 
-/// Reads a file relative to the catalog folder.
-pub type ReadFile<'a> = dyn Fn(&str) -> std::io::Result<String> + 'a;
+/// Reads a file relative to the catalog folder (from several threads).
+pub type ReadFile<'a> = dyn Fn(&str) -> std::io::Result<String> + Sync + 'a;
 
 /// The base URI of the catalog folder: the generated crate serves the
 /// embedded documents under it too.
@@ -92,8 +96,39 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn escape_token(t: &str) -> String {
-    t.replace('~', "~0").replace('/', "~1")
+fn escape_token(t: &str) -> Cow<'_, str> {
+    if t.contains(['~', '/']) {
+        Cow::Owned(t.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+/// The node at a JSON pointer: [`Value::pointer`] without allocating for
+/// tokens that need no unescaping.
+fn pointer<'v>(root: &'v Value, ptr: &str) -> Option<&'v Value> {
+    if ptr.is_empty() {
+        return Some(root);
+    }
+    let rest = ptr.strip_prefix('/')?;
+    rest.split('/').try_fold(root, |node, token| {
+        let token: Cow<'_, str> = if token.contains('~') {
+            Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+        } else {
+            Cow::Borrowed(token)
+        };
+        match node {
+            Value::Object(m) => m.at(&token),
+            Value::Array(a) => {
+                // As `Value::pointer`: no sign, no leading zero.
+                if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+                    return None;
+                }
+                a.get(token.parse::<usize>().ok()?)
+            }
+            _ => None,
+        }
+    })
 }
 
 /// The parts of a URI reference (RFC 3986, section 3).
@@ -335,7 +370,7 @@ fn kind_of_name(s: &str) -> Kinds {
 
 /// The kinds a `type` keyword allows (`K_ALL` without one).
 fn declared_kinds(m: &Map<String, Value>) -> Kinds {
-    match m.get("type") {
+    match m.at("type") {
         Some(Value::String(s)) => kind_of_name(s),
         Some(Value::Array(a)) => a
             .iter()
@@ -389,12 +424,12 @@ const ANNOTATIONS: &[&str] = &[
 /// A node that accepts every instance: `serde_json::Value` is its exact type.
 fn unconstrained(v: &Value) -> bool {
     let all = |k: &str, f: fn(&Value) -> bool| {
-        v.get(k)
+        v.at(k)
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().all(f))
     };
     let any = |k: &str, f: fn(&Value) -> bool| {
-        v.get(k)
+        v.at(k)
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(f))
     };
@@ -403,7 +438,7 @@ fn unconstrained(v: &Value) -> bool {
         Value::Object(m) => m.iter().all(|(k, s)| match k.as_str() {
             "allOf" => all(k, unconstrained),
             "anyOf" => any(k, unconstrained),
-            "oneOf" => v.get(k).and_then(Value::as_array).is_some_and(|a| {
+            "oneOf" => v.at(k).and_then(Value::as_array).is_some_and(|a| {
                 a.iter().filter(|s| unconstrained(s)).count() == 1
                     && a.iter().all(|s| unconstrained(s) || unsatisfiable(s))
             }),
@@ -415,8 +450,8 @@ fn unconstrained(v: &Value) -> bool {
             | "unevaluatedItems"
             | "unevaluatedProperties" => unconstrained(s),
             "if" | "then" | "else" => {
-                unconstrained(m.get("then").unwrap_or(&Value::Bool(true)))
-                    && unconstrained(m.get("else").unwrap_or(&Value::Bool(true)))
+                unconstrained(m.at("then").unwrap_or(&Value::Bool(true)))
+                    && unconstrained(m.at("else").unwrap_or(&Value::Bool(true)))
             }
             "properties" | "patternProperties" | "dependentSchemas" => {
                 s.as_object().is_some_and(|o| o.values().all(unconstrained))
@@ -433,18 +468,18 @@ fn unsatisfiable(v: &Value) -> bool {
     match v {
         Value::Bool(b) => !*b,
         Value::Object(m) => {
-            m.get("enum")
+            m.at("enum")
                 .and_then(Value::as_array)
                 .is_some_and(Vec::is_empty)
-                || m.get("type")
+                || m.at("type")
                     .and_then(Value::as_array)
                     .is_some_and(Vec::is_empty)
-                || m.get("not").is_some_and(unconstrained)
-                || m.get("allOf")
+                || m.at("not").is_some_and(unconstrained)
+                || m.at("allOf")
                     .and_then(Value::as_array)
                     .is_some_and(|a| a.iter().any(unsatisfiable))
                 || ["anyOf", "oneOf"].iter().any(|k| {
-                    m.get(*k)
+                    m.at(k)
                         .and_then(Value::as_array)
                         .is_some_and(|a| a.iter().all(unsatisfiable))
                 })
@@ -478,8 +513,45 @@ const SUB_MAP: &[&str] = &[
     "dependencies",
 ];
 
+/// Keyword lookup in schema objects. serde_json's map hashes the key
+/// (SipHash); a schema object has few keys, and comparing them is cheaper.
+trait Lookup {
+    fn at(&self, k: &str) -> Option<&Value>;
+
+    fn has(&self, k: &str) -> bool {
+        self.at(k).is_some()
+    }
+}
+
+impl Lookup for Map<String, Value> {
+    fn at(&self, k: &str) -> Option<&Value> {
+        if self.len() <= 16 {
+            self.iter().find_map(|(key, v)| (key == k).then_some(v))
+        } else {
+            self.get(k)
+        }
+    }
+}
+
+impl Lookup for Value {
+    fn at(&self, k: &str) -> Option<&Value> {
+        self.as_object()?.at(k)
+    }
+}
+
 /// Where a schema node lives: document and JSON pointer.
 type Loc = (String, String);
+
+/// A node lowered knowing its instances are of these kinds.
+type Key = (String, String, Kinds);
+
+/// The node a missing pointer stands for: it accepts anything.
+static ANY: Value = Value::Bool(true);
+
+/// The node at `ptr` of a shared document, [`ANY`] when there is none.
+fn node_in<'v>(root: Option<&'v Arc<Value>>, ptr: &str) -> &'v Value {
+    root.and_then(|v| pointer(v, ptr)).unwrap_or(&ANY)
+}
 
 /// What a `$ref` names.
 enum Target {
@@ -499,6 +571,140 @@ struct ObjectPart {
     patterns: bool,
 }
 
+/// A file document read, parsed and checked on its own, as `load` does
+/// for a file no document references (see [`Lowerer::preload`]).
+struct Loaded {
+    doc: Option<Doc>,
+    ok: bool,
+    errors: Vec<Diagnostic>,
+}
+
+fn load_alone(read: &ReadFile<'_>, remotes: &[(String, String)], path: &str) -> Loaded {
+    let failed = |d: Diagnostic| Loaded {
+        doc: None,
+        ok: false,
+        errors: vec![d],
+    };
+    let text = match read(path) {
+        Ok(t) => t,
+        Err(e) => return failed(cannot_read(path, None, path, &e)),
+    };
+    let doc = match parse_doc(path, text) {
+        Ok(d) => d,
+        Err(d) => return failed(d),
+    };
+    let mut errors = Vec::new();
+    let ok = check_meta(remotes, &doc, &mut errors);
+    Loaded {
+        doc: Some(doc),
+        ok,
+        errors,
+    }
+}
+
+/// `path` could not be read (reported at `file`, the document naming it).
+fn cannot_read(file: &str, pos: Option<Pos>, path: &str, e: &std::io::Error) -> Diagnostic {
+    Diagnostic::at(
+        file,
+        pos,
+        1,
+        format!("cannot read schema file `{path}`: {e}"),
+    )
+    .help("create the file, or fix the path (relative to the file that names it)")
+}
+
+fn parse_doc(path: &str, text: String) -> Result<Doc, Diagnostic> {
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(Doc {
+            display: path.to_string(),
+            path: path.to_string(),
+            value: Arc::new(value),
+            text: Some(text),
+            origin: None,
+        }),
+        Err(e) => {
+            let pos = Pos {
+                line: e.line().max(1),
+                col: e.column().max(1),
+            };
+            Err(
+                Diagnostic::at(path, Some(pos), 1, format!("invalid JSON: {e}"))
+                    .help("a schema file is one JSON document"),
+            )
+        }
+    }
+}
+
+/// The remote prefix of `remotes` that serves `uri`, as a catalog path.
+fn remote_path(remotes: &[(String, String)], uri: &str) -> Option<String> {
+    remotes.iter().find_map(|(prefix, folder)| {
+        let rest = uri.strip_prefix(prefix.as_str())?;
+        join_inside(&format!("{folder}x"), rest).ok()
+    })
+}
+
+/// Check a document against its meta-schema (draft-07 or 2020-12, by
+/// `$schema`); problems go to `errors`.
+fn check_meta(remotes: &[(String, String)], doc: &Doc, errors: &mut Vec<Diagnostic>) -> bool {
+    let mut ok = true;
+    if let Some(s) = doc.value.at("$schema").and_then(Value::as_str)
+        && draft_of_uri(s).is_none()
+    {
+        // A custom meta-schema is only known through a remote mapping.
+        if remote_path(remotes, s.split('#').next().unwrap_or(s)).is_some() {
+            return true;
+        }
+        let pos = doc
+            .text
+            .as_deref()
+            .map(|t| locate_json_pointer(t, "/$schema"));
+        errors.push(
+            Diagnostic::at(&doc.display, pos, s.len() + 2, format!("unknown `$schema` `{s}`"))
+                .help("use \"http://json-schema.org/draft-07/schema#\" or \"https://json-schema.org/draft/2020-12/schema\""),
+        );
+        return false;
+    }
+    match jsonschema::meta::validator_for(&doc.value) {
+        // Most documents are valid: the boolean check is much cheaper
+        // than collecting errors.
+        Ok(v) if v.is_valid(&doc.value) => {}
+        Ok(v) => {
+            for e in v.iter_errors(&doc.value) {
+                ok = false;
+                let ptr = e.instance_path().to_string();
+                let pos = doc.text.as_deref().map(|t| locate_json_pointer(t, &ptr));
+                let at = if ptr.is_empty() {
+                    "the root".to_string()
+                } else {
+                    format!("`{ptr}`")
+                };
+                errors.push(
+                    Diagnostic::at(
+                        &doc.display,
+                        pos,
+                        1,
+                        format!("not a valid JSON Schema at {at}: {e}"),
+                    )
+                    .help("fix the schema so that it validates against its meta-schema"),
+                );
+            }
+        }
+        Err(e) => {
+            ok = false;
+            errors.push(
+                Diagnostic::at(
+                    &doc.display,
+                    None,
+                    1,
+                    format!("not a valid JSON Schema: {e}"),
+                )
+                .help("use draft-07 or 2020-12"),
+            );
+        }
+    }
+    ok
+}
+
 /// Lowers schema nodes into [`Types`].
 pub struct Lowerer<'a> {
     read: &'a ReadFile<'a>,
@@ -508,10 +714,10 @@ pub struct Lowerer<'a> {
     pub types: Types,
     /// How to lower.
     pub options: Options,
-    memo: BTreeMap<(String, String, Kinds), Ty>,
+    memo: FxHashMap<Key, Ty>,
     names: Scope,
     /// A fixed name for the type created for this node (an event's root).
-    root_name: Option<((String, String, Kinds), String)>,
+    root_name: Option<(Key, String)>,
     /// The node each named type was created for.
     created_at: BTreeMap<usize, Loc>,
     /// The type that took the root's fixed name.
@@ -523,22 +729,25 @@ pub struct Lowerer<'a> {
     pub precise: usize,
     /// Nodes kept as `serde_json::Value` although the schema constrains them.
     pub fallback: usize,
-    /// Whether each lowered node got a precise type.
-    classes: BTreeMap<Loc, bool>,
+    /// Whether each lowered node got a precise type. (The maps below are
+    /// only looked up, never iterated into output, so they hash.)
+    classes: FxHashMap<Loc, bool>,
     depth: usize,
     /// Retrieval URI of each document.
-    doc_uri: BTreeMap<String, String>,
+    doc_uri: FxHashMap<String, String>,
     /// Documents whose identifiers are indexed.
-    indexed: BTreeSet<String>,
+    indexed: FxHashSet<String>,
     /// Resources (`$id`s and documents) by absolute URI.
-    resources: BTreeMap<String, Loc>,
+    resources: FxHashMap<String, Loc>,
     /// `$anchor`s (and legacy `$id: "#name"`) by `uri#name`.
-    anchors: BTreeMap<String, Loc>,
+    anchors: FxHashMap<String, Loc>,
     /// The base URI of nodes that set one with `$id`.
-    bases: BTreeMap<Loc, String>,
+    bases: FxHashMap<Loc, String>,
     /// The dialect of each document, and whether its meta-schema turns
     /// assertions off (no validation vocabulary).
-    drafts: BTreeMap<String, (Draft, bool)>,
+    drafts: FxHashMap<String, (Draft, bool)>,
+    /// Files loaded ahead of time, until `load` takes them.
+    preloaded: FxHashMap<String, Loaded>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -549,7 +758,7 @@ impl<'a> Lowerer<'a> {
             docs: BTreeMap::new(),
             types: Types::default(),
             options: Options::default(),
-            memo: BTreeMap::new(),
+            memo: FxHashMap::default(),
             names: Scope::with_reserved(reserved),
             created_at: BTreeMap::new(),
             root_def: None,
@@ -557,14 +766,15 @@ impl<'a> Lowerer<'a> {
             errors: Vec::new(),
             precise: 0,
             fallback: 0,
-            classes: BTreeMap::new(),
+            classes: FxHashMap::default(),
             depth: 0,
-            doc_uri: BTreeMap::new(),
-            indexed: BTreeSet::new(),
-            resources: BTreeMap::new(),
-            anchors: BTreeMap::new(),
-            bases: BTreeMap::new(),
-            drafts: BTreeMap::new(),
+            doc_uri: FxHashMap::default(),
+            indexed: FxHashSet::default(),
+            resources: FxHashMap::default(),
+            anchors: FxHashMap::default(),
+            bases: FxHashMap::default(),
+            drafts: FxHashMap::default(),
+            preloaded: FxHashMap::default(),
         }
     }
 
@@ -591,56 +801,40 @@ impl<'a> Lowerer<'a> {
         if self.docs.contains_key(path) {
             return true;
         }
+        let Some((file, ptr)) = from else {
+            let loaded = match self.preloaded.remove(path) {
+                Some(l) => l,
+                None => load_alone(self.read, &self.options.remotes, path),
+            };
+            self.errors.extend(loaded.errors);
+            if let Some(doc) = loaded.doc {
+                self.docs.insert(path.to_string(), doc);
+            }
+            return loaded.ok;
+        };
         let text = match (self.read)(path) {
             Ok(t) => t,
             Err(e) => {
-                let (file, ptr) = from.unwrap_or((path, ""));
                 let pos = self
                     .docs
                     .get(file)
                     .and_then(|d| d.text.as_deref())
                     .map(|t| locate_json_pointer(t, ptr));
-                self.errors.push(
-                    Diagnostic::at(
-                        file,
-                        pos,
-                        1,
-                        format!("cannot read schema file `{path}`: {e}"),
-                    )
-                    .help("create the file, or fix the path (relative to the file that names it)"),
-                );
+                self.errors.push(cannot_read(file, pos, path, &e));
                 return false;
             }
         };
-        let value: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                let pos = crate::diag::Pos {
-                    line: e.line().max(1),
-                    col: e.column().max(1),
-                };
-                self.errors.push(
-                    Diagnostic::at(path, Some(pos), 1, format!("invalid JSON: {e}"))
-                        .help("a schema file is one JSON document"),
-                );
+        let doc = match parse_doc(path, text) {
+            Ok(d) => d,
+            Err(d) => {
+                self.errors.push(d);
                 return false;
             }
-        };
-        let doc = Doc {
-            display: path.to_string(),
-            path: path.to_string(),
-            value,
-            text: Some(text),
-            origin: None,
         };
         // A document without `$schema` is in the dialect of the one that
         // references it.
-        let inherited = match from {
-            Some((f, _)) if doc.value.is_object() && doc.value.get("$schema").is_none() => {
-                Some(self.draft(f))
-            }
-            _ => None,
-        };
+        let inherited =
+            (doc.value.is_object() && doc.value.at("$schema").is_none()).then(|| self.draft(file));
         let ok = match inherited {
             Some((d, _)) if d != Draft::D2020 => {
                 let mut probe = doc.clone();
@@ -649,7 +843,7 @@ impl<'a> Lowerer<'a> {
                 } else {
                     "https://json-schema.org/draft/2019-09/schema"
                 };
-                probe.value["$schema"] = uri.into();
+                Arc::make_mut(&mut probe.value)["$schema"] = uri.into();
                 self.check_meta(&probe)
             }
             _ => self.check_meta(&doc),
@@ -661,70 +855,30 @@ impl<'a> Lowerer<'a> {
         ok
     }
 
+    /// Read, parse and check `paths` ahead of time on every core; a later
+    /// `load` of one of them without a referrer takes the result, so
+    /// documents and errors come out as if loaded one after another.
+    pub fn preload(&mut self, paths: &[String]) {
+        let mut seen = FxHashSet::default();
+        let todo: Vec<&str> = paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !self.docs.contains_key(*p) && seen.insert(*p))
+            .collect();
+        let (read, remotes) = (self.read, &self.options.remotes);
+        let loaded = crate::par::map(&todo, |p| load_alone(read, remotes, p));
+        self.preloaded
+            .extend(todo.iter().map(|p| p.to_string()).zip(loaded));
+    }
+
     /// The remote prefix that serves `uri`, as a catalog path.
     fn remote_path(&self, uri: &str) -> Option<String> {
-        self.options.remotes.iter().find_map(|(prefix, folder)| {
-            let rest = uri.strip_prefix(prefix.as_str())?;
-            join_inside(&format!("{folder}x"), rest).ok()
-        })
+        remote_path(&self.options.remotes, uri)
     }
 
     /// Check a document against its meta-schema (draft-07 or 2020-12, by `$schema`).
     pub fn check_meta(&mut self, doc: &Doc) -> bool {
-        let mut ok = true;
-        if let Some(s) = doc.value.get("$schema").and_then(Value::as_str)
-            && draft_of_uri(s).is_none()
-        {
-            // A custom meta-schema is only known through a remote mapping.
-            if self.remote_path(s.split('#').next().unwrap_or(s)).is_some() {
-                return true;
-            }
-            let pos = doc
-                .text
-                .as_deref()
-                .map(|t| locate_json_pointer(t, "/$schema"));
-            self.errors.push(
-                Diagnostic::at(&doc.display, pos, s.len() + 2, format!("unknown `$schema` `{s}`"))
-                    .help("use \"http://json-schema.org/draft-07/schema#\" or \"https://json-schema.org/draft/2020-12/schema\""),
-            );
-            return false;
-        }
-        match jsonschema::meta::validator_for(&doc.value) {
-            Ok(v) => {
-                for e in v.iter_errors(&doc.value) {
-                    ok = false;
-                    let ptr = e.instance_path().to_string();
-                    let pos = doc.text.as_deref().map(|t| locate_json_pointer(t, &ptr));
-                    let at = if ptr.is_empty() {
-                        "the root".to_string()
-                    } else {
-                        format!("`{ptr}`")
-                    };
-                    self.errors.push(
-                        Diagnostic::at(
-                            &doc.display,
-                            pos,
-                            1,
-                            format!("not a valid JSON Schema at {at}: {e}"),
-                        )
-                        .help("fix the schema so that it validates against its meta-schema"),
-                    );
-                }
-            }
-            Err(e) => {
-                ok = false;
-                self.errors.push(
-                    Diagnostic::at(
-                        &doc.display,
-                        None,
-                        1,
-                        format!("not a valid JSON Schema: {e}"),
-                    )
-                    .help("use draft-07 or 2020-12"),
-                );
-            }
-        }
-        ok
+        check_meta(&self.options.remotes, doc, &mut self.errors)
     }
 
     fn err(&mut self, doc: &str, ptr: &str, msg: String, help: &str) {
@@ -740,7 +894,13 @@ impl<'a> Lowerer<'a> {
     }
 
     fn node(&self, doc: &str, ptr: &str) -> Option<&Value> {
-        self.docs.get(doc)?.value.pointer(ptr)
+        pointer(&self.docs.get(doc)?.value, ptr)
+    }
+
+    /// The document `doc`, shared: a node borrowed from it stays valid
+    /// while the lowerer changes.
+    fn doc_value(&self, doc: &str) -> Option<Arc<Value>> {
+        self.docs.get(doc).map(|d| Arc::clone(&d.value))
     }
 
     /// The dialect of a document and whether its assertions are off.
@@ -751,7 +911,7 @@ impl<'a> Lowerer<'a> {
         let schema = self
             .docs
             .get(doc)
-            .and_then(|d| d.value.get("$schema"))
+            .and_then(|d| d.value.at("$schema"))
             .and_then(Value::as_str)
             .map(String::from);
         self.drafts.insert(doc.to_string(), (Draft::D2020, false));
@@ -778,7 +938,7 @@ impl<'a> Lowerer<'a> {
         let no_validation = self
             .docs
             .get(&path)
-            .and_then(|d| d.value.get("$vocabulary"))
+            .and_then(|d| d.value.at("$vocabulary"))
             .and_then(Value::as_object)
             .is_some_and(|v| !v.keys().any(|k| k.ends_with("/vocab/validation")));
         (draft, no_validation)
@@ -789,7 +949,7 @@ impl<'a> Lowerer<'a> {
         if !self.indexed.insert(doc.to_string()) {
             return;
         }
-        let Some(value) = self.docs.get(doc).map(|d| d.value.clone()) else {
+        let Some(value) = self.doc_value(doc) else {
             return;
         };
         let (draft, _) = self.draft(doc);
@@ -819,9 +979,9 @@ impl<'a> Lowerer<'a> {
         if depth > 200 {
             return;
         }
-        let mut base = base.to_string();
-        let legacy_ref = draft == Draft::Legacy && m.contains_key("$ref");
-        if let Some(id) = m.get("$id").and_then(Value::as_str)
+        let mut base = Cow::Borrowed(base);
+        let legacy_ref = draft == Draft::Legacy && m.has("$ref");
+        if let Some(id) = m.at("$id").and_then(Value::as_str)
             && !legacy_ref
         {
             let (t, _) = UriRef::parse(&base).resolve(&UriRef::parse(id));
@@ -832,7 +992,7 @@ impl<'a> Lowerer<'a> {
                     .entry(format!("{base}#{frag}"))
                     .or_insert_with(|| (doc.to_string(), ptr.to_string()));
             } else {
-                base = res.clone();
+                base = Cow::Owned(res.clone());
                 self.resources
                     .entry(res.clone())
                     .or_insert_with(|| (doc.to_string(), ptr.to_string()));
@@ -847,7 +1007,7 @@ impl<'a> Lowerer<'a> {
         }
         if draft != Draft::Legacy {
             for k in ["$anchor", "$dynamicAnchor"] {
-                if let Some(a) = m.get(k).and_then(Value::as_str) {
+                if let Some(a) = m.at(k).and_then(Value::as_str) {
                     self.anchors
                         .entry(format!("{base}#{a}"))
                         .or_insert_with(|| (doc.to_string(), ptr.to_string()));
@@ -855,18 +1015,20 @@ impl<'a> Lowerer<'a> {
             }
         }
         for (k, c) in m {
-            let kp = format!("{ptr}/{}", escape_token(k));
+            let kp = || format!("{ptr}/{}", escape_token(k));
             if SUB_ONE.contains(&k.as_str()) && !c.is_array() {
-                self.walk_ids(doc, c, &kp, &base, draft, depth + 1);
+                self.walk_ids(doc, c, &kp(), &base, draft, depth + 1);
             } else if SUB_MANY.contains(&k.as_str())
                 && let Value::Array(a) = c
             {
+                let kp = kp();
                 for (i, s) in a.iter().enumerate() {
                     self.walk_ids(doc, s, &format!("{kp}/{i}"), &base, draft, depth + 1);
                 }
             } else if SUB_MAP.contains(&k.as_str())
                 && let Value::Object(o) = c
             {
+                let kp = kp();
                 for (n, s) in o {
                     let sp = format!("{kp}/{}", escape_token(n));
                     self.walk_ids(doc, s, &sp, &base, draft, depth + 1);
@@ -1005,7 +1167,7 @@ impl<'a> Lowerer<'a> {
             let Some(Value::Object(m)) = self.node(&loc.0, &loc.1) else {
                 break;
             };
-            let Some(r) = m.get("$ref").and_then(Value::as_str).map(String::from) else {
+            let Some(r) = m.at("$ref").and_then(Value::as_str).map(String::from) else {
                 break;
             };
             let alone = m
@@ -1042,17 +1204,18 @@ impl<'a> Lowerer<'a> {
             self.classify(doc, ptr, false);
             Ty::Value
         } else {
-            let node = self.node(doc, ptr).cloned().unwrap_or(Value::Bool(true));
-            let ty = self.lower(doc, ptr, &node, hint, key.clone());
+            let root = self.doc_value(doc);
+            let node = node_in(root.as_ref(), ptr);
+            let ty = self.lower(doc, ptr, node, hint, &key);
             let alias = node.as_object().is_some_and(|m| {
-                m.contains_key("$ref")
+                m.has("$ref")
                     && m.keys()
                         .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()))
             });
             if !alias {
                 // `true` and `{}` accept anything, `false` nothing: a value
                 // is as precise as a type can be.
-                let exact = unsatisfiable(&node) || (kinds == K_ALL && unconstrained(&node));
+                let exact = unsatisfiable(node) || (kinds == K_ALL && unconstrained(node));
                 self.classify(doc, ptr, ty != Ty::Value || exact);
             }
             ty
@@ -1082,11 +1245,14 @@ impl<'a> Lowerer<'a> {
 
     /// The nodes kept as values although the schema constrains them.
     pub fn fallback_nodes(&self) -> Vec<(String, String)> {
-        self.classes
+        let mut nodes: Vec<Loc> = self
+            .classes
             .iter()
             .filter(|(_, p)| !**p)
             .map(|(l, _)| l.clone())
-            .collect()
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     /// Lower an event's root: a type created for the root node itself takes
@@ -1102,19 +1268,21 @@ impl<'a> Lowerer<'a> {
         &mut self,
         hint: &str,
         node: &Map<String, Value>,
-        memo_key: Option<(String, String, Kinds)>,
+        memo_key: Option<&Key>,
         nullable: bool,
     ) -> usize {
         // A nullable root is an `Option` around this type, which the
         // caller wraps in a newtype of the root's name.
         let fixed = match (&self.root_name, &memo_key) {
-            (Some((k, _)), Some(m)) if k == m && !nullable => self.root_name.take().map(|(_, n)| n),
+            (Some((k, _)), Some(m)) if k == *m && !nullable => {
+                self.root_name.take().map(|(_, n)| n)
+            }
             _ => None,
         };
         let is_root = fixed.is_some();
         let name = fixed.unwrap_or_else(|| self.names.claim(&naming::type_ident(hint)));
         let doc = node
-            .get("description")
+            .at("description")
             .and_then(Value::as_str)
             .map(naming::doc_lines)
             .unwrap_or_default();
@@ -1129,22 +1297,17 @@ impl<'a> Lowerer<'a> {
         }
         if let Some((d, p, k)) = memo_key {
             self.created_at.insert(idx, (d.clone(), p.clone()));
-            self.memo
-                .insert((d, p, k), nullable_ty(nullable, Ty::Named(idx)));
+            self.memo.insert(
+                (d.clone(), p.clone(), *k),
+                nullable_ty(nullable, Ty::Named(idx)),
+            );
         }
         idx
     }
 
     /// Lower one node (`key` is its memo key, so named types are shared by
     /// every reference to it).
-    fn lower(
-        &mut self,
-        doc: &str,
-        ptr: &str,
-        node: &Value,
-        hint: &str,
-        key: (String, String, Kinds),
-    ) -> Ty {
+    fn lower(&mut self, doc: &str, ptr: &str, node: &Value, hint: &str, key: &Key) -> Ty {
         let Value::Object(m) = node else {
             return Ty::Value;
         };
@@ -1154,7 +1317,7 @@ impl<'a> Lowerer<'a> {
         }
         let kinds = key.2;
         let own = declared_kinds(m);
-        if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+        if let Some(r) = m.at("$ref").and_then(Value::as_str) {
             let legacy = draft == Draft::Legacy;
             let siblings = m
                 .keys()
@@ -1179,18 +1342,18 @@ impl<'a> Lowerer<'a> {
             // Nothing is valid: any type will do.
             return Ty::Value;
         }
-        if let Some(c) = m.get("const") {
+        if let Some(c) = m.at("const") {
             return self.lower_enum(std::slice::from_ref(c), kinds, m, hint, key);
         }
-        if let Some(Value::Array(a)) = m.get("enum") {
+        if let Some(Value::Array(a)) = m.at("enum") {
             return self.lower_enum(a, kinds, m, hint, key);
         }
-        if let Some(Value::Array(all)) = m.get("allOf")
+        if let Some(Value::Array(all)) = m.at("allOf")
             && !all.is_empty()
         {
             return self.lower_all_of(doc, ptr, m, all.len(), hint, key, kinds);
         }
-        let t = self.lower_own_union(doc, ptr, m, hint, &key, kinds);
+        let t = self.lower_own_union(doc, ptr, m, hint, key, kinds);
         if t != Ty::Value {
             return t;
         }
@@ -1208,15 +1371,15 @@ impl<'a> Lowerer<'a> {
         ptr: &str,
         m: &Map<String, Value>,
         hint: &str,
-        key: (String, String, Kinds),
+        key: &Key,
     ) -> Ty {
         let objects = m
-            .get("properties")
+            .at("properties")
             .and_then(Value::as_object)
             .is_some_and(|p| !p.is_empty())
-            || m.get("additionalProperties").is_some_and(Value::is_object)
+            || m.at("additionalProperties").is_some_and(Value::is_object)
             || self.all_of_has_properties(doc, ptr, m);
-        let arrays = m.get("items").is_some_and(Value::is_object) && !m.contains_key("prefixItems");
+        let arrays = m.at("items").is_some_and(Value::is_object) && !m.has("prefixItems");
         if !objects && !arrays {
             return Ty::Value;
         }
@@ -1244,11 +1407,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn all_of_has_properties(&mut self, doc: &str, ptr: &str, m: &Map<String, Value>) -> bool {
-        let n = m.get("allOf").and_then(Value::as_array).map_or(0, Vec::len);
+        let n = m.at("allOf").and_then(Value::as_array).map_or(0, Vec::len);
         (0..n).any(|i| match self.follow(doc, &format!("{ptr}/allOf/{i}")) {
             Ok(Some((d, p))) => self
                 .node(&d, &p)
-                .and_then(|v| v.get("properties"))
+                .and_then(|v| v.at("properties"))
                 .and_then(Value::as_object)
                 .is_some_and(|o| !o.is_empty()),
             _ => false,
@@ -1263,7 +1426,7 @@ impl<'a> Lowerer<'a> {
         ptr: &str,
         m: &Map<String, Value>,
         hint: &str,
-        key: &(String, String, Kinds),
+        key: &Key,
         kinds: Kinds,
     ) -> Ty {
         let shape = [
@@ -1275,15 +1438,15 @@ impl<'a> Lowerer<'a> {
             "additionalItems",
         ]
         .iter()
-        .any(|k| m.contains_key(*k));
+        .any(|k| m.has(k));
         if shape {
             return Ty::Value;
         }
         for kw in ["oneOf", "anyOf"] {
-            if let Some(Value::Array(alts)) = m.get(kw)
+            if let Some(Value::Array(alts)) = m.at(kw)
                 && !alts.is_empty()
             {
-                let t = self.lower_union(doc, ptr, kw, alts.len(), m, hint, key.clone(), kinds);
+                let t = self.lower_union(doc, ptr, kw, alts.len(), m, hint, key, kinds);
                 if t != Ty::Value {
                     return t;
                 }
@@ -1299,7 +1462,7 @@ impl<'a> Lowerer<'a> {
         ptr: &str,
         m: &Map<String, Value>,
         hint: &str,
-        key: Option<(String, String, Kinds)>,
+        key: Option<&Key>,
         kinds: Kinds,
     ) -> Ty {
         let nullable = kinds & K_NULL != 0;
@@ -1351,7 +1514,7 @@ impl<'a> Lowerer<'a> {
         ptr: &str,
         m: &Map<String, Value>,
         hint: &str,
-        key: Option<(String, String, Kinds)>,
+        key: Option<&Key>,
         kind: Kinds,
         nullable: bool,
     ) -> Ty {
@@ -1361,7 +1524,7 @@ impl<'a> Lowerer<'a> {
                 Some(k) => Ty::Int(k),
                 None if self.options.big_integers => Ty::Number,
                 None if m
-                    .get("minimum")
+                    .at("minimum")
                     .and_then(Value::as_f64)
                     .is_some_and(|x| x >= 0.0) =>
                 {
@@ -1370,7 +1533,7 @@ impl<'a> Lowerer<'a> {
                 None => Ty::Int("i64"),
             },
             K_FRACTION => Ty::F64,
-            K_STRING => match m.get("format").and_then(Value::as_str) {
+            K_STRING => match m.at("format").and_then(Value::as_str) {
                 Some("date-time") if self.options.typed_formats => Ty::DateTime,
                 Some("date") if self.options.typed_formats => Ty::Date,
                 Some("uuid") if self.options.typed_formats => Ty::Uuid,
@@ -1379,10 +1542,10 @@ impl<'a> Lowerer<'a> {
             K_ARRAY => {
                 // `prefixItems` (or an array `items`) makes a tuple, whose
                 // items differ: keep them as values.
-                if m.contains_key("prefixItems") {
+                if m.has("prefixItems") {
                     return Ty::Vec(Box::new(Ty::Value));
                 }
-                match m.get("items") {
+                match m.at("items") {
                     Some(Value::Object(_)) => {
                         let it =
                             self.lower_at(doc, &format!("{ptr}/items"), &format!("{hint}Item"));
@@ -1403,7 +1566,7 @@ impl<'a> Lowerer<'a> {
 
     fn object_part(&self, loc: &Loc) -> ObjectPart {
         let m = self.node(&loc.0, &loc.1).and_then(Value::as_object);
-        let get = |k: &str| m.and_then(|m| m.get(k));
+        let get = |k: &str| m.and_then(|m| m.at(k));
         let props = get("properties")
             .and_then(Value::as_object)
             .map(|p| {
@@ -1451,7 +1614,7 @@ impl<'a> Lowerer<'a> {
         &mut self,
         parts: &[Loc],
         hint: &str,
-        key: Option<(String, String, Kinds)>,
+        key: Option<&Key>,
         skip: Option<&str>,
         nullable: bool,
     ) -> Ty {
@@ -1481,22 +1644,22 @@ impl<'a> Lowerer<'a> {
             };
             return Ty::Map(Box::new(v));
         }
-        let node = self
-            .node(&parts[0].loc.0, &parts[0].loc.1)
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let idx = self.reserve(hint, &node, key, nullable);
+        let first = self.doc_value(&parts[0].loc.0);
+        let empty = Map::new();
+        let node = node_in(first.as_ref(), &parts[0].loc.1)
+            .as_object()
+            .unwrap_or(&empty);
+        let idx = self.reserve(hint, node, key, nullable);
         let parent = self.types.defs[idx].name.clone();
         let mut scope = Scope::default();
         // Names equal to their JSON property claim first, so `foo_bar` keeps
         // its name and `fooBar` becomes `foo_bar_2`.
         let mut idents: BTreeMap<String, String> = BTreeMap::new();
+        let ids: Vec<String> = props.iter().map(|(k, _)| naming::field_ident(k)).collect();
         for pass in [true, false] {
-            for (k, _) in &props {
-                let id = naming::field_ident(k);
-                if (naming::unraw(&id) == k) == pass {
-                    idents.insert(k.clone(), scope.claim(&id));
+            for ((k, _), id) in props.iter().zip(&ids) {
+                if (naming::unraw(id) == k) == pass {
+                    idents.insert(k.clone(), scope.claim(id));
                 }
             }
         }
@@ -1504,16 +1667,17 @@ impl<'a> Lowerer<'a> {
         for (k, (d, p)) in &props {
             let fhint = format!("{parent}{}", naming::type_ident(k));
             let ty = self.lower_at(d, p, &fhint);
-            let schema = self.node(d, p).cloned().unwrap_or(Value::Bool(true));
+            let root = self.doc_value(d);
+            let schema = node_in(root.as_ref(), p);
             let optional = !required.contains(k);
             let doc_lines = schema
-                .get("description")
+                .at("description")
                 .and_then(Value::as_str)
                 .map(naming::doc_lines)
                 .unwrap_or_default();
             let ident = idents[k].clone();
             let default = if optional && self.options.apply_defaults {
-                self.default_expr(&parent, &ident, &ty, schema.get("default"))
+                self.default_expr(&parent, &ident, &ty, schema.at("default"))
             } else {
                 None
             };
@@ -1555,7 +1719,7 @@ impl<'a> Lowerer<'a> {
         kinds: Kinds,
         m: &Map<String, Value>,
         hint: &str,
-        key: (String, String, Kinds),
+        key: &Key,
     ) -> Ty {
         let vals: Vec<&Value> = values
             .iter()
@@ -1670,7 +1834,7 @@ impl<'a> Lowerer<'a> {
         m: &Map<String, Value>,
         n: usize,
         hint: &str,
-        key: (String, String, Kinds),
+        key: &Key,
         kinds: Kinds,
     ) -> Ty {
         let mut locs = Vec::new();
@@ -1699,7 +1863,7 @@ impl<'a> Lowerer<'a> {
             .all(|k| OBJECT_KEYWORDS.contains(&k.as_str()) || ANNOTATIONS.contains(&k.as_str()));
         let has_props = locs.iter().chain(std::iter::once(&own)).any(|(d, p)| {
             self.node(d, p)
-                .and_then(|v| v.get("properties"))
+                .and_then(|v| v.at("properties"))
                 .and_then(Value::as_object)
                 .is_some_and(|o| !o.is_empty())
         });
@@ -1715,18 +1879,18 @@ impl<'a> Lowerer<'a> {
         }
         // Any one part gives a complete type: take the first precise one,
         // the node's own keywords first.
-        let t = self.lower_own_union(doc, ptr, m, hint, &key, kinds);
+        let t = self.lower_own_union(doc, ptr, m, hint, key, kinds);
         if t != Ty::Value {
             return t;
         }
         let own_shape = ["properties", "additionalProperties", "items"]
             .iter()
-            .any(|k| own_node.contains_key(*k));
+            .any(|k| own_node.has(k));
         if own_shape {
             let t = if kinds | K_NULL == K_ALL {
-                self.lower_untyped(doc, ptr, &own_node, hint, key.clone())
+                self.lower_untyped(doc, ptr, &own_node, hint, key)
             } else {
-                self.lower_kinds(doc, ptr, &own_node, hint, Some(key.clone()), kinds)
+                self.lower_kinds(doc, ptr, &own_node, hint, Some(key), kinds)
             };
             if t != Ty::Value {
                 return t;
@@ -1756,7 +1920,7 @@ impl<'a> Lowerer<'a> {
         n: usize,
         m: &Map<String, Value>,
         hint: &str,
-        key: (String, String, Kinds),
+        key: &Key,
         kinds: Kinds,
     ) -> Ty {
         // Resolve each alternative to its document and pointer.
@@ -1774,11 +1938,11 @@ impl<'a> Lowerer<'a> {
         let mut nullable_alt = false;
         let mut alts = Vec::new();
         for (i, (d, p)) in locs {
-            let node = self.node(&d, &p).cloned().unwrap_or(Value::Bool(true));
-            let k = match &node {
+            let root = self.doc_value(&d);
+            let k = match node_in(root.as_ref(), &p) {
                 Value::Object(o) => {
                     let mut k = declared_kinds(o) & kinds;
-                    if let Some(c) = o.get("const") {
+                    if let Some(c) = o.at("const") {
                         k &= kind_of_value(c);
                     }
                     k
@@ -1795,7 +1959,7 @@ impl<'a> Lowerer<'a> {
             }
             // (A tagged enum types the objects only.)
             nullable_alt |= k & K_NULL != 0;
-            alts.push((i, (d, p), node));
+            alts.push((i, (d, p), root));
         }
         if alts.is_empty() {
             return if nullable { Ty::Null } else { Ty::Value };
@@ -1803,13 +1967,16 @@ impl<'a> Lowerer<'a> {
         let kinds_nn = kinds & !K_NULL;
         // A discriminator: objects that all require a property with a
         // distinct string `const`.
+        let nodes: Vec<&Value> = alts
+            .iter()
+            .map(|(_, (_, p), root)| node_in(root.as_ref(), p))
+            .collect();
         let objects = kinds_nn == K_OBJECT
-            || alts.iter().all(|(_, _, v)| {
+            || nodes.iter().all(|v| {
                 v.as_object()
                     .is_some_and(|o| declared_kinds(o) & !K_NULL == K_OBJECT)
             });
         let plain = alts.iter().all(|(_, l, _)| self.objecty(l));
-        let nodes: Vec<Value> = alts.iter().map(|(_, _, v)| v.clone()).collect();
         if alts.len() > 1
             && objects
             && plain
@@ -1967,21 +2134,21 @@ fn variant_name(t: &Ty) -> &'static str {
     }
 }
 
-fn discriminator(nodes: &[Value]) -> Option<(String, Vec<String>)> {
-    let first = nodes.first()?.get("properties")?.as_object()?;
+fn discriminator(nodes: &[&Value]) -> Option<(String, Vec<String>)> {
+    let first = nodes.first()?.at("properties")?.as_object()?;
     'cand: for (name, _) in first {
         let mut values = Vec::new();
         for n in nodes {
             let req = n
-                .get("required")
+                .at("required")
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|r| r == name));
-            let c = n.get("properties").and_then(|p| p.get(name)).and_then(|s| {
-                s.get("const")
+            let c = n.at("properties").and_then(|p| p.at(name)).and_then(|s| {
+                s.at("const")
                     .and_then(Value::as_str)
                     .map(String::from)
                     .or_else(|| {
-                        s.get("enum")
+                        s.at("enum")
                             .and_then(Value::as_array)
                             .filter(|a| a.len() == 1)
                             .and_then(|a| a[0].as_str().map(String::from))
@@ -1991,8 +2158,8 @@ fn discriminator(nodes: &[Value]) -> Option<(String, Vec<String>)> {
                 Some(c) if req && !values.contains(&c) => values.push(c),
                 _ => continue 'cand,
             }
-            if n.get("additionalProperties").is_some_and(Value::is_object)
-                || n.get("patternProperties").is_some()
+            if n.at("additionalProperties").is_some_and(Value::is_object)
+                || n.at("patternProperties").is_some()
             {
                 continue 'cand;
             }
@@ -2012,7 +2179,7 @@ fn ref_hint(doc: &str, ptr: &str, node: Option<&Value>, fallback: &str) -> Strin
         }
     }
     if ptr.is_empty() {
-        if let Some(t) = node.and_then(|n| n.get("title")).and_then(Value::as_str) {
+        if let Some(t) = node.and_then(|n| n.at("title")).and_then(Value::as_str) {
             return t.to_string();
         }
         let stem = doc.rsplit('/').next().unwrap_or(doc);
@@ -2026,7 +2193,7 @@ fn ref_hint(doc: &str, ptr: &str, node: Option<&Value>, fallback: &str) -> Strin
 /// `int32`-style formats pick a smaller type when typed formats are on.
 fn int_kind(m: &Map<String, Value>, formats: bool) -> Option<&'static str> {
     if formats {
-        match m.get("format").and_then(Value::as_str) {
+        match m.at("format").and_then(Value::as_str) {
             Some("int8") => return Some("i8"),
             Some("int16") => return Some("i16"),
             Some("int32") => return Some("i32"),
@@ -2040,7 +2207,7 @@ fn int_kind(m: &Map<String, Value>, formats: bool) -> Option<&'static str> {
     }
     let bound = |ks: [&str; 2]| {
         ks.iter()
-            .filter_map(|k| m.get(*k).and_then(Value::as_f64))
+            .filter_map(|k| m.at(k).and_then(Value::as_f64))
             .reduce(|a, b| {
                 if ks[0] == "minimum" {
                     a.max(b)
@@ -2082,14 +2249,18 @@ pub fn box_recursion(types: &mut Types) {
         }
         out
     };
-    let reaches = |defs: &[TypeDef], from: usize, to: usize| -> bool {
-        let mut seen = vec![false; n];
+    // Nodes seen by the current search carry its number, so a search costs
+    // what it visits, not the number of types.
+    let mut seen = vec![0usize; n];
+    let mut search = 0;
+    let mut reaches = |defs: &[TypeDef], from: usize, to: usize| -> bool {
+        search += 1;
         let mut stack = vec![from];
         while let Some(x) = stack.pop() {
             if x == to {
                 return true;
             }
-            if std::mem::replace(&mut seen[x], true) {
+            if std::mem::replace(&mut seen[x], search) == search {
                 continue;
             }
             stack.extend(edges(defs, x));

@@ -356,6 +356,14 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         .iter()
         .map(|e| low.claim_name(&naming::event_type(&e.name.value)))
         .collect();
+    // Read, parse and check the schema files on every core first.
+    let files: Vec<String> = raw
+        .events
+        .iter()
+        .filter_map(|e| e.schema.value.as_str())
+        .filter_map(|path| schema::join_inside(CATALOG_FILE, path).ok())
+        .collect();
+    low.preload(&files);
     let mut roots: Vec<Option<(String, String)>> = Vec::new();
     for e in &raw.events {
         let root = match &e.schema.value {
@@ -389,7 +397,7 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
                 let doc = Doc {
                     display: CATALOG_FILE.to_string(),
                     path: path.clone(),
-                    value: e.schema.value.clone(),
+                    value: std::sync::Arc::new(e.schema.value.clone()),
                     text: None,
                     origin: None,
                 };
@@ -501,7 +509,7 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         .filter(|d| d.origin.is_none())
         .map(|d| SchemaDoc {
             path: d.path.clone(),
-            json: serde_json::to_string(&d.value).unwrap_or_default(),
+            json: serde_json::to_string(&*d.value).unwrap_or_default(),
         })
         .collect();
     let name = s.name.value.clone();
