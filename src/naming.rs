@@ -23,11 +23,18 @@ fn ascii_words(s: &str) -> String {
         .collect()
 }
 
-/// Lower-case letters, digits and `_` only: heck splits such a name at
-/// `_` and nowhere else, so the fast paths below give heck's answer.
+/// No upper-case ASCII letter: the words are the runs of ASCII lower-case
+/// letters and digits (`ascii_words` turns everything else into a break,
+/// and heck breaks words inside a run only at upper-case letters), so the
+/// fast paths below give heck's answer.
 fn is_snake_input(raw: &str) -> bool {
-    raw.bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !raw.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// The words of a name without upper-case ASCII letters.
+fn lower_words(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
 }
 
 /// Already PascalCase: ASCII letters and digits, an upper-case first
@@ -54,7 +61,7 @@ fn snake_words(raw: &str) -> String {
         return ascii_words(raw).to_snake_case();
     }
     let mut s = String::with_capacity(raw.len());
-    for w in raw.split('_').filter(|w| !w.is_empty()) {
+    for w in lower_words(raw) {
         if !s.is_empty() {
             s.push('_');
         }
@@ -72,7 +79,7 @@ fn pascal_words(raw: &str) -> String {
         return ascii_words(raw).to_pascal_case();
     }
     let mut s = String::with_capacity(raw.len());
-    for w in raw.split('_').filter(|w| !w.is_empty()) {
+    for w in lower_words(raw) {
         s.push(char::from(w.as_bytes()[0].to_ascii_uppercase()));
         s.push_str(&w[1..]);
     }
@@ -280,7 +287,7 @@ mod tests {
     /// of lower and upper case letters, digits and separators.
     #[test]
     fn fast_paths_match_heck() {
-        let alphabet = ['a', 'b', 'A', 'B', '1', '_', '-', 'é'];
+        let alphabet = ['a', 'A', '1', '_', '-', '.', 'é'];
         let mut names = vec![String::new()];
         for _ in 0..5 {
             let longer: Vec<String> = names
@@ -300,6 +307,8 @@ mod tests {
             "Entity1Action2",
             "HTTPServer",
             "A1B",
+            "entity12.action3",
+            "naïve-ÄÖ x",
         ] {
             assert_eq!(pascal_words(n), ascii_words(n).to_pascal_case(), "{n:?}");
         }
