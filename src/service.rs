@@ -503,15 +503,11 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
         precise: low.precise,
         fallback: low.fallback,
     };
-    let schemas = low
-        .docs
-        .values()
-        .filter(|d| d.origin.is_none())
-        .map(|d| SchemaDoc {
-            path: d.path.clone(),
-            json: serde_json::to_string(&*d.value).unwrap_or_default(),
-        })
-        .collect();
+    let docs: Vec<&Doc> = low.docs.values().filter(|d| d.origin.is_none()).collect();
+    let schemas = crate::par::map(&docs, |d| SchemaDoc {
+        path: d.path.clone(),
+        json: serde_json::to_string(&*d.value).unwrap_or_default(),
+    });
     let name = s.name.value.clone();
     Ok((
         Service {
