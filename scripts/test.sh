@@ -53,20 +53,21 @@ if ! listening 4222; then
   nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$CACHE/nats" >"$CACHE/nats.log" 2>&1 &
   wait_port 4222 NATS 30
 fi
-# Redis
+# Redis (the restart fault test also runs a redis-server of its own)
+apt_install redis-server redis-server
 if ! listening 6379; then
-  apt_install redis-server redis-server
   log "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no
   wait_port 6379 Redis 30
 fi
 # Kafka protocol: tansu, built once into the cache (minutes the first time).
 TANSU="$CACHE/tansu/bin/tansu"
+export EVGEN_TANSU="$TANSU" # the fault tests run tansu's producer and a tansu of their own
+if [ ! -x "$TANSU" ]; then
+  log "building tansu 0.6.0 into $CACHE/tansu (first run only)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore --root "$CACHE/tansu" --quiet
+fi
 if ! listening 9092; then
-  if [ ! -x "$TANSU" ]; then
-    log "building tansu 0.6.0 into $CACHE/tansu (first run only)"
-    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$CACHE/tansu" --quiet
-  fi
   log "starting tansu (Kafka protocol) on 127.0.0.1:9092"
   nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine memory://tansu/ >"$CACHE/tansu.log" 2>&1 &

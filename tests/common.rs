@@ -84,3 +84,16 @@ pub fn cargo_result(dir: &Path, args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// An environment setting for services on Kafka here. tansu 0.6.0, the
+/// Kafka-protocol broker of these machines, answers a fetch from an offset
+/// inside a record batch with the batches after it (tansu-storage
+/// `dynostore.rs`, `fetch`: `offsets.split_off(&offset)` over batch base
+/// offsets), and reports the end of a partition as the last batch's base
+/// offset + 1. So a consumer that resumes from a committed offset inside a
+/// batch skips the rest of it, and reads of the dead-letter topic stop
+/// short. One record per batch (`batch.num.messages=1`, through the
+/// generated `KAFKA_CONFIG_` variables) keeps every offset at a batch
+/// start. Real Kafka needs no such setting.
+#[allow(dead_code)]
+pub const TANSU_ONE_RECORD_PER_BATCH: (&str, &str) = ("KAFKA_CONFIG_BATCH_NUM_MESSAGES", "1");

@@ -96,6 +96,10 @@ impl Running {
             .env("NATS_URL", "nats://127.0.0.1:4222")
             .env("REDIS_URL", "redis://127.0.0.1:6379")
             .env("KAFKA_BROKERS", "127.0.0.1:9092")
+            .env(
+                common::TANSU_ONE_RECORD_PER_BATCH.0,
+                common::TANSU_ONE_RECORD_PER_BATCH.1,
+            )
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

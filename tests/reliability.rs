@@ -243,8 +243,175 @@ fn publish_raw(broker: &str, bodies: &[Vec<u8>]) {
         "rabbitmq" => publish_raw_amqp(bodies),
         "nats" => publish_raw_nats(bodies),
         "redis" => publish_raw_redis(bodies),
+        "kafka" => publish_raw_kafka(bodies),
         other => panic!("no raw publisher for {other}"),
     }
+}
+
+/// Kafka: tansu's own producer (`tansu cat produce`), which takes one JSON
+/// value per record; a body that is not JSON goes as a JSON string, which
+/// is just as undecodable as an envelope. One record per call, so one per
+/// batch (see `common::TANSU_ONE_RECORD_PER_BATCH`).
+fn publish_raw_kafka(bodies: &[Vec<u8>]) {
+    for body in bodies {
+        let value = serde_json::from_slice::<serde_json::Value>(body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into()));
+        produce_with_tansu(&serde_json::json!({ "value": value }).to_string());
+    }
+}
+
+fn produce_with_tansu(lines: &str) {
+    let mut child = Command::new(tansu())
+        .args([
+            "cat",
+            "produce",
+            "--broker",
+            "tcp://127.0.0.1:9092",
+            "rel.item",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("Kafka (tansu): cannot run `{} cat produce`: {e}", tansu()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("records");
+    let out = child.wait_with_output().expect("tansu cat");
+    assert!(
+        out.status.success(),
+        "tansu cat produce: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tansu binary: `EVGEN_TANSU`, else where scripts/test.sh installs it,
+/// else `tansu` on the PATH.
+fn tansu() -> String {
+    std::env::var("EVGEN_TANSU").unwrap_or_else(|_| {
+        let cached = "/var/cache/evgen/tansu/bin/tansu";
+        if std::path::Path::new(cached).exists() {
+            cached.to_string()
+        } else {
+            "tansu".to_string()
+        }
+    })
+}
+
+/// A broker process of the test's own, for faults the machine's broker
+/// cannot show: Redis that keeps its streams on disk (the machine's keeps
+/// nothing), tansu that advertises a proxy's address. Killed at the end.
+struct OwnBroker {
+    name: &'static str,
+    argv: Vec<String>,
+    port: u16,
+    child: Child,
+}
+
+impl OwnBroker {
+    fn start(name: &'static str, port: u16, argv: Vec<String>) -> OwnBroker {
+        let child = Self::spawn(name, &argv);
+        let own = OwnBroker {
+            name,
+            argv,
+            port,
+            child,
+        };
+        own.wait_listening();
+        own
+    }
+
+    fn spawn(name: &str, argv: &[String]) -> Child {
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start `{}`: {e}", argv[0]))
+    }
+
+    fn wait_listening(&self) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} did not listen on 127.0.0.1:{}",
+                self.name,
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop it as an operator would (SIGTERM), then start it again.
+    fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_secs(2));
+        self.child = Self::spawn(self.name, &self.argv);
+        self.wait_listening();
+    }
+
+    /// Redis with an append-only file fsynced on every write, as Redis
+    /// Streams run in production.
+    fn durable_redis() -> OwnBroker {
+        let port = free_port();
+        let dir = common::scratch(&format!("redis-aof-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let argv = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            dir.to_str().expect("utf-8"),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ];
+        OwnBroker::start("Redis", port, argv.map(String::from).to_vec())
+    }
+
+    /// tansu on a port of its own that tells clients to connect through
+    /// `advertised` (a proxy), so every connection crosses the proxy.
+    fn tansu_behind(port: u16, advertised: u16) -> OwnBroker {
+        let argv = vec![
+            tansu(),
+            "broker".into(),
+            "--listener-url".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url".into(),
+            format!("tcp://127.0.0.1:{advertised}"),
+            "--storage-engine".into(),
+            "memory://tansu/".into(),
+        ];
+        OwnBroker::start("Kafka (tansu)", port, argv)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// A NATS request with an empty payload; waits for the reply.
@@ -494,10 +661,18 @@ fn wait_effects(at_least: usize, timeout: Duration) -> Duration {
         if distinct >= at_least {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < timeout,
-            "only {distinct} of {at_least} events handled after {timeout:?}"
-        );
+        if start.elapsed() >= timeout {
+            // Say where the missing events are: still in the outbox (the
+            // relay) or published and not handled (the consumer).
+            let unpublished = psql(
+                DB,
+                "SELECT count(*) FROM evgen_outbox WHERE published_at IS NULL",
+            );
+            panic!(
+                "only {distinct} of {at_least} events handled after {timeout:?}; \
+                 outbox rows not yet published: {unpublished}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -513,6 +688,10 @@ impl Service {
         let mut child = Command::new(binary(broker))
             .env("PORT", port.to_string())
             .env(broker_info(broker).2, broker_url)
+            .env(
+                common::TANSU_ONE_RECORD_PER_BATCH.0,
+                common::TANSU_ONE_RECORD_PER_BATCH.1,
+            )
             .env(
                 "DATABASE_URL",
                 format!("postgres://postgres@127.0.0.1:5432/{DB}"),
@@ -538,6 +717,17 @@ impl Service {
         }
         let s = Service { child, lines, port };
         s.wait_line("listening", Duration::from_secs(60));
+        if broker == "kafka" {
+            // tansu sometimes takes minutes to form the consumer group
+            // again after its members left (seen once in four runs): the
+            // scenarios start once this member has its partitions.
+            let start = Instant::now();
+            s.wait_line("partitions assigned", Duration::from_secs(400));
+            let waited = start.elapsed();
+            if waited > Duration::from_secs(30) {
+                println!("kafka: the consumer group formed after {waited:.0?}");
+            }
+        }
         s
     }
 
@@ -612,6 +802,16 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The test failed: show what the service said last.
+            let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            let from = lines.len().saturating_sub(60);
+            eprintln!(
+                "--- last lines of the service on port {} ---\n{}",
+                self.port,
+                lines[from..].join("\n")
+            );
+        }
     }
 }
 
@@ -701,7 +901,16 @@ fn connections_cut_by_a_proxy_lose_nothing(broker: &str, port: u16) {
     fresh_database();
     purge_queues(broker);
     let offset = begin(N);
-    let proxy = Proxy::start(broker_info(broker).1);
+    // Kafka clients connect to the address the broker advertises, not the
+    // one they were given: the proxied tansu advertises the proxy.
+    let (proxy, _own) = if broker == "kafka" {
+        let own_port = free_port();
+        let proxy = Proxy::start(own_port);
+        let own = OwnBroker::tansu_behind(own_port, proxy.port);
+        (proxy, Some(own))
+    } else {
+        (Proxy::start(broker_info(broker).1), None)
+    };
     let svc = Service::start(broker, port, "a", &url(broker, proxy.port));
     let start = Instant::now();
     seed(N, offset as usize);
@@ -733,12 +942,18 @@ fn a_broker_restart_loses_nothing(broker: &str, port: u16) {
     fresh_database();
     purge_queues(broker);
     let offset = begin(N);
-    let svc = Service::start(broker, port, "a", &url(broker, broker_info(broker).1));
+    // The machine's Redis keeps nothing on disk: restart one that does.
+    let mut own = (broker == "redis").then(OwnBroker::durable_redis);
+    let target = own.as_ref().map_or(broker_info(broker).1, |o| o.port);
+    let svc = Service::start(broker, port, "a", &url(broker, target));
     let start = Instant::now();
     seed(N, offset as usize);
     wait_effects(N / 4, Duration::from_secs(180));
     let down = Instant::now();
-    restart_broker(broker);
+    match own.as_mut() {
+        Some(own) => own.restart(),
+        None => restart_broker(broker),
+    }
     let (_, before) = effects();
     wait_effects(before + 1, Duration::from_secs(120));
     let recovery = down.elapsed();
@@ -813,6 +1028,11 @@ fn poison_messages_go_to_the_dead_letter_queue(broker: &str, port: u16) {
                 .into_bytes(),
         );
     }
+    // A Kafka topic carries every event of its entity, and other services
+    // may produce ones this service does not consume: those are skipped,
+    // not dead-lettered. Elsewhere only this service's events are routed
+    // to it, so an unknown one is a poison message.
+    let unknown_expected = if broker == "kafka" { 0 } else { kinds };
     let start = Instant::now();
     publish_raw(broker, &bodies);
     wait_effects(valid, Duration::from_secs(120));
@@ -834,7 +1054,7 @@ fn poison_messages_go_to_the_dead_letter_queue(broker: &str, port: u16) {
             count("schema-invalid"),
             count("unknown-event"),
         );
-        if counts == (kinds, kinds, kinds) || Instant::now() > deadline {
+        if counts == (kinds, kinds, unknown_expected) || Instant::now() > deadline {
             break counts;
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -850,7 +1070,10 @@ fn poison_messages_go_to_the_dead_letter_queue(broker: &str, port: u16) {
         ),
     );
     assert_eq!((lost, dups), (0, 0));
-    assert_eq!((undecodable, invalid, unknown), (kinds, kinds, kinds));
+    assert_eq!(
+        (undecodable, invalid, unknown),
+        (kinds, kinds, unknown_expected)
+    );
     assert_eq!(svc.count("panicked"), 0);
 }
 
@@ -982,7 +1205,18 @@ fn two_instances_share_the_work_without_duplicates(broker: &str, port: u16) {
     );
     assert_eq!((lost, dups), (0, 0));
     assert!(na > 0 && nb > 0, "work was not shared: a={na} b={nb}");
-    assert_eq!(redelivered, 0, "an event was published or delivered twice");
+    if broker == "kafka" {
+        // A Kafka rebalance moves partitions with messages in flight: the
+        // new owner reads them again from the committed offset while the
+        // old one finishes them (the inbox keeps their effect single).
+        // At most what was in flight: the prefetch of both instances.
+        assert!(
+            redelivered <= 2 * 64,
+            "{redelivered} events delivered twice, more than were in flight"
+        );
+    } else {
+        assert_eq!(redelivered, 0, "an event was published or delivered twice");
+    }
     // Graceful shutdown: both exit cleanly on SIGTERM.
     assert!(a.terminate(), "instance a did not shut down cleanly");
     assert!(b.terminate(), "instance b did not shut down cleanly");
@@ -1020,40 +1254,29 @@ mod nats {
         two_instances_share_the_work_without_duplicates);
 }
 
-// Redis runs without persistence here, so a restart loses every stream by
-// the broker's own design: no restart scenario.
+// The machine's Redis keeps nothing on disk; the restart scenario runs a
+// Redis of its own with an append-only file (`OwnBroker::durable_redis`).
 mod redis {
     scenarios!("redis", 18700:
         connections_cut_by_a_proxy_lose_nothing,
+        a_broker_restart_loses_nothing,
         sigkill_mid_stream_loses_nothing,
         poison_messages_go_to_the_dead_letter_queue,
         retries_back_off_then_dead_letter_then_replay,
         two_instances_share_the_work_without_duplicates);
 }
 
-// Kafka runs on tansu with in-memory storage here: a restart loses every
-// topic by design, and clients reconnect to the advertised listener
-// directly, past any proxy; no raw Kafka client is built for poison
-// injection. Those three scenarios run for the other brokers only.
+// Kafka runs on tansu, whose only storage that works here is in memory: a
+// restart loses every topic by design, so there is no restart scenario.
+// The proxy scenario runs a tansu of its own that advertises the proxy;
+// poison messages are produced with `tansu cat produce`. Services run with
+// one record per batch around a tansu fetch bug (see
+// `common::TANSU_ONE_RECORD_PER_BATCH`).
 mod kafka {
     scenarios!("kafka", 18800:
-        retries_back_off_then_dead_letter_then_replay);
-
-    // Known bug, visible as ignored rather than removed: on tansu, a few
-    // events (1 to 32 of 10,000) were handled only minutes late after a
-    // SIGKILL or while a second instance joined the group, so these missed
-    // their 240 s deadline in one run of two (nothing was lost: every event
-    // was handled in the end). Run them with `cargo test --test reliability
-    // -- --ignored kafka::`.
-    #[test]
-    #[ignore = "Kafka: events stall for minutes across a consumer-group rebalance (known bug)"]
-    fn sigkill_mid_stream_loses_nothing() {
-        super::sigkill_mid_stream_loses_nothing("kafka", 18850);
-    }
-
-    #[test]
-    #[ignore = "Kafka: events stall for minutes across a consumer-group rebalance (known bug)"]
-    fn two_instances_share_the_work_without_duplicates() {
-        super::two_instances_share_the_work_without_duplicates("kafka", 18860);
-    }
+        connections_cut_by_a_proxy_lose_nothing,
+        sigkill_mid_stream_loses_nothing,
+        poison_messages_go_to_the_dead_letter_queue,
+        retries_back_off_then_dead_letter_then_replay,
+        two_instances_share_the_work_without_duplicates);
 }

@@ -43,6 +43,13 @@ pub const DEFAULT_URL: &str = "127.0.0.1:9092";
 /// Environment variable with the replication factor of the topics created
 /// at start-up (default 1).
 pub const REPLICATION_ENV: &str = "KAFKA_REPLICATION_FACTOR";
+/// Prefix of environment variables with extra librdkafka properties for
+/// every client of this service (TLS, SASL, tuning): the rest of the name,
+/// lowercased, with `_` read as `.`, is the property, so
+/// `KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`. They
+/// cannot change what the delivery guarantees rest on (acks, idempotence,
+/// the consumer group, manual commits).
+pub const CONFIG_ENV_PREFIX: &str = "KAFKA_CONFIG_";
 
 /// The topic of each event this service produces or consumes.
 #[rustfmt::skip]
@@ -114,6 +121,20 @@ fn config(brokers: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", brokers)
         .set("client.id", crate::SERVICE);
+    let mut extra: ::std::vec::Vec<(::std::string::String, ::std::string::String)> =
+        ::std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let property = name.to_str()?.strip_prefix(CONFIG_ENV_PREFIX)?;
+                Some((
+                    property.to_ascii_lowercase().replace('_', "."),
+                    value.into_string().ok()?,
+                ))
+            })
+            .collect();
+    extra.sort();
+    for (property, value) in extra {
+        config.set(property, value);
+    }
     config
 }
 
@@ -179,11 +200,16 @@ impl Broker {
     /// Connect to `url` (bootstrap servers); fails when no broker answers
     /// now.
     pub async fn connect(url: &str) -> ::std::result::Result<Self, crate::Error> {
-        let producer: FutureProducer = config(url)
+        let mut config = config(url);
+        if config.get("linger.ms").is_none() {
+            config.set("linger.ms", "5");
+        }
+        if config.get("message.timeout.ms").is_none() {
+            config.set("message.timeout.ms", DELIVERY_TIMEOUT_MS);
+        }
+        let producer: FutureProducer = config
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", DELIVERY_TIMEOUT_MS)
-            .set("linger.ms", "5")
             .create()?;
         // librdkafka connects lazily: ask for metadata to fail now.
         let probe = producer.clone();
@@ -666,6 +692,18 @@ impl ConsumerContext for Committer {
             {
                 ::tracing::warn!(error = %e, "offset commit before rebalance failed");
             }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                ::tracing::info!(partitions = assigned.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(revoked) => {
+                ::tracing::info!(partitions = revoked.count(), "partitions revoked");
+            }
+            Rebalance::Error(e) => ::tracing::warn!(error = %e, "rebalance failed"),
         }
     }
 }
