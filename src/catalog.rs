@@ -51,6 +51,10 @@ pub struct RawService {
     /// Consumer settings for the whole service.
     #[serde(default)]
     pub prefetch: Option<Spanned<u32>>,
+    /// Redis Streams: streams this service writes are trimmed to about
+    /// this many entries.
+    #[serde(default)]
+    pub stream_maxlen: Option<Spanned<u64>>,
 }
 
 /// `defaults:`

@@ -291,6 +291,8 @@ pub struct Service {
     pub source: String,
     /// Consumer prefetch.
     pub prefetch: u32,
+    /// Redis Streams: `MAXLEN ~` of the streams this service writes.
+    pub stream_maxlen: u64,
     /// Events in catalog order.
     pub events: Vec<Event>,
     /// Generated types.

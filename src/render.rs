@@ -1231,7 +1231,21 @@ fn redis_tpl(s: &Service, header: String) -> RedisTpl {
         delayed_lit: str_lit(&format!("{}.delayed", s.name)),
         dlq_lit: str_lit(&format!("{}.dlq", s.name)),
         prefetch: s.prefetch,
+        maxlen: int_lit(s.stream_maxlen),
     }
+}
+
+/// An integer literal with `_` between groups of three digits.
+fn int_lit(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn kafka_tpl(s: &Service, header: String) -> KafkaTpl {
@@ -1280,6 +1294,7 @@ struct RedisTpl {
     delayed_lit: String,
     dlq_lit: String,
     prefetch: u32,
+    maxlen: String,
 }
 
 #[derive(Template)]

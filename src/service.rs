@@ -223,6 +223,17 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             "use 1 to 65535",
         ));
     }
+    let stream_maxlen = s.stream_maxlen.as_ref().map_or(1_000_000, |m| m.value);
+    if let Some(m) = &s.stream_maxlen
+        && m.value == 0
+    {
+        errors.push(err(
+            m,
+            1,
+            "stream_maxlen is 0".to_string(),
+            "use at least 1 (default 1000000): the entries a Redis stream keeps",
+        ));
+    }
     let source = s
         .source
         .as_ref()
@@ -519,6 +530,7 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
             exchange,
             source,
             prefetch,
+            stream_maxlen,
             events,
             types: low.types,
             schemas,

@@ -42,7 +42,7 @@ const DLQ: &str = {{ dlq_lit }};
 const PREFETCH: usize = {{ prefetch }};
 /// Streams are trimmed to about this many entries (`MAXLEN ~`), so a
 /// consumer group that lags further than that loses the oldest entries.
-pub const MAXLEN: usize = 1_000_000;
+pub const MAXLEN: u64 = {{ maxlen }};
 /// An entry pending this long is taken over by another consumer: the one
 /// that read it crashed. Running handlers keep their entries fresh.
 const CLAIM_IDLE_MS: u64 = 60_000;
