@@ -1,0 +1,124 @@
+//! What the raw baselines send and receive: the same payload as the
+//! generated `ItemCreated`, in an envelope of the same fields, serialized
+//! with serde_json and never validated (a hand-written service's choice).
+
+#![allow(dead_code)]
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub item_id: uuid::Uuid,
+    pub seq: u64,
+    pub sku: String,
+    pub quantity: u64,
+    pub price: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A CloudEvents-shaped envelope, as a raw client would write it.
+#[derive(Debug, Serialize)]
+pub struct Out<'a> {
+    pub specversion: &'static str,
+    pub id: String,
+    pub source: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub datacontenttype: &'static str,
+    pub dataversion: &'static str,
+    pub partitionkey: String,
+    pub data: &'a Item,
+}
+
+/// The envelope as a raw consumer reads it (other fields ignored).
+#[derive(Debug, Deserialize)]
+pub struct In {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub data: Item,
+}
+
+pub const EVENT: &str = "item.created";
+
+/// The `i`th payload; the same values as `generated::item`.
+pub fn item(i: u64) -> Item {
+    Item {
+        item_id: uuid::Uuid::new_v4(),
+        seq: i,
+        sku: format!("SKU-{:06}", i % 1_000_000),
+        quantity: 1 + i % 5,
+        price: 9.99 + (i % 100) as f64,
+        currency: Some("EUR".to_string()),
+        created_at: chrono::Utc::now(),
+        tags: Some(vec!["bench".to_string(), "runtime".to_string()]),
+    }
+}
+
+/// The message body of a payload.
+pub fn body(item: &Item) -> Vec<u8> {
+    body_with_id(item).1
+}
+
+/// The event id and message body of a payload.
+pub fn body_with_id(item: &Item) -> (String, Vec<u8>) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let out = Out {
+        specversion: "1.0",
+        id: id.clone(),
+        source: "/bench-raw",
+        kind: EVENT,
+        time: chrono::Utc::now(),
+        datacontenttype: "application/json",
+        dataversion: "1.0.0",
+        partitionkey: item.item_id.to_string(),
+        data: item,
+    };
+    (id, serde_json::to_vec(&out).expect("serialize"))
+}
+
+/// Decode a message body the way a raw consumer would (typed, no schema).
+pub fn decode(body: &[u8]) -> Option<In> {
+    serde_json::from_slice(body).ok()
+}
+
+/// Counts handled messages and wakes the waiter at the target.
+pub struct Counter {
+    handled: std::sync::atomic::AtomicU64,
+    target: u64,
+    done: tokio::sync::Notify,
+}
+
+impl Counter {
+    pub fn new(target: u64) -> Self {
+        Counter {
+            handled: std::sync::atomic::AtomicU64::new(0),
+            target,
+            done: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn hit(&self) {
+        let n = self
+            .handled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n == self.target {
+            self.done.notify_one();
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.handled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub async fn wait(&self) {
+        self.done.notified().await;
+    }
+}
