@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::Service;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// (catalog spelling, port, name for messages, how to start it)
 const BROKERS: &[(&str, u16, &str, &str)] = &[
@@ -82,95 +82,20 @@ fn build_service(case: &str, broker: &str) -> PathBuf {
         .join(format!("e2e-{broker}-{case}"))
 }
 
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
-impl Running {
-    fn start(bin: &Path, port: u16) -> Running {
-        let mut child = Command::new(bin)
-            .env("PORT", port.to_string())
-            .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
-            .env("NATS_URL", "nats://127.0.0.1:4222")
-            .env("REDIS_URL", "redis://127.0.0.1:6379")
-            .env("KAFKA_BROKERS", "127.0.0.1:9092")
-            .env(
-                common::TANSU_ONE_RECORD_PER_BATCH.0,
-                common::TANSU_ONE_RECORD_PER_BATCH.1,
-            )
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start service");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("lock").push(line);
-                }
-            });
-        }
-        let r = Running { child, lines, port };
-        r.wait_for(
-            |l| l.contains("consuming") || l.contains("listening"),
-            Duration::from_secs(30),
-        );
-        r.wait_for(
-            |_| TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            Duration::from_secs(30),
-        );
-        r
-    }
-
-    fn wait_for(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self.lines.lock().expect("lock").iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out; service output:\n{}",
-                    self.lines.lock().expect("lock").join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// POST JSON; returns (status, body).
-    fn post(&self, path: &str, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Start a service binary against the brokers on 127.0.0.1.
+fn start(bin: &Path, port: u16) -> Service {
+    let mut command = Command::new(bin);
+    command
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("NATS_URL", "nats://127.0.0.1:4222")
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("KAFKA_BROKERS", "127.0.0.1:9092")
+        .env(
+            common::TANSU_ONE_RECORD_PER_BATCH.0,
+            common::TANSU_ONE_RECORD_PER_BATCH.1,
+        )
+        .env("RUST_LOG", "info");
+    Service::start(command, port)
 }
 
 fn id_of(body: &str) -> String {
@@ -182,11 +107,11 @@ fn two_services_exchange_events(broker: &str, port: u16) {
     require_broker(broker);
     let orders_bin = build_service("orders", broker);
     let payments_bin = build_service("payments", broker);
-    let orders = Running::start(&orders_bin, port);
-    let payments = Running::start(&payments_bin, port + 1);
+    let orders = start(&orders_bin, port);
+    let payments = start(&payments_bin, port + 1);
 
     let order = r#"{"order_id":"0b9f5f5e-6c1e-4c61-a7a4-8b1a3c0d2e11","customer_id":"c1","lines":[{"sku":"a","quantity":2}],"total":{"amount_cents":1250,"currency":"EUR"},"placed_at":"2026-11-29T06:00:00Z"}"#;
-    let (status, body) = orders.post("/events/order.placed", order);
+    let (status, body) = orders.http("POST", "/events/order.placed", order);
     assert_eq!(status, 202, "{body}");
     let id = id_of(&body);
     let line = payments.wait_for(
@@ -196,7 +121,7 @@ fn two_services_exchange_events(broker: &str, port: u16) {
     assert!(line.contains("order.placed"), "{line}");
 
     let payment = r#"{"order_id":"0b9f5f5e-6c1e-4c61-a7a4-8b1a3c0d2e11","payment_id":"p-1","status":"succeeded"}"#;
-    let (status, body) = payments.post("/events/payment.processed", payment);
+    let (status, body) = payments.http("POST", "/events/payment.processed", payment);
     assert_eq!(status, 202, "{body}");
     let id = id_of(&body);
     orders.wait_for(
@@ -206,7 +131,8 @@ fn two_services_exchange_events(broker: &str, port: u16) {
 
     // Invalid payloads are refused with the schema's reasons, and nothing
     // reaches the broker.
-    let (status, body) = orders.post(
+    let (status, body) = orders.http(
+        "POST",
         "/events/order.placed",
         r#"{"order_id":"not-a-uuid","lines":[]}"#,
     );
@@ -216,16 +142,10 @@ fn two_services_exchange_events(broker: &str, port: u16) {
         "{body}"
     );
     // Not an event this service produces.
-    let (status, _) = orders.post("/events/payment.processed", payment);
+    let (status, _) = orders.http("POST", "/events/payment.processed", payment);
     assert_eq!(status, 404);
     std::thread::sleep(Duration::from_millis(500));
-    let handled = payments
-        .lines
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|l| l.contains("handled"))
-        .count();
+    let handled = payments.count("handled");
     assert_eq!(handled, 1, "the invalid event must not have been delivered");
 }
 

@@ -8,8 +8,10 @@
 
 mod common;
 
+use common::Service;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -677,142 +679,35 @@ fn wait_effects(at_least: usize, timeout: Duration) -> Duration {
     }
 }
 
-struct Service {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
-impl Service {
-    fn start(broker: &str, port: u16, instance: &str, broker_url: &str) -> Service {
-        let mut child = Command::new(binary(broker))
-            .env("PORT", port.to_string())
-            .env(broker_info(broker).2, broker_url)
-            .env(
-                common::TANSU_ONE_RECORD_PER_BATCH.0,
-                common::TANSU_ONE_RECORD_PER_BATCH.1,
-            )
-            .env(
-                "DATABASE_URL",
-                format!("postgres://postgres@127.0.0.1:5432/{DB}"),
-            )
-            .env("INSTANCE", instance)
-            .env("RUST_LOG", "info,rel_events=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start service");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("lock").push(line);
-                }
-            });
-        }
-        let s = Service { child, lines, port };
-        s.wait_line("listening", Duration::from_secs(60));
-        if broker == "kafka" {
-            // tansu sometimes takes minutes to form the consumer group
-            // again after its members left (seen once in four runs): the
-            // scenarios start once this member has its partitions.
-            let start = Instant::now();
-            s.wait_line("partitions assigned", Duration::from_secs(400));
-            let waited = start.elapsed();
-            if waited > Duration::from_secs(30) {
-                println!("kafka: the consumer group formed after {waited:.0?}");
-            }
-        }
-        s
-    }
-
-    fn wait_line(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self
-            .lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l.contains(needle))
-        {
-            assert!(
-                start.elapsed() < timeout,
-                "no `{needle}` in service output:\n{}",
-                self.lines.lock().expect("lock").join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+/// Start the fault-test service for `broker`, as `instance`, reaching the
+/// broker at `broker_url`.
+fn start_service(broker: &str, port: u16, instance: &str, broker_url: &str) -> Service {
+    let mut command = Command::new(binary(broker));
+    command
+        .env(broker_info(broker).2, broker_url)
+        .env(
+            common::TANSU_ONE_RECORD_PER_BATCH.0,
+            common::TANSU_ONE_RECORD_PER_BATCH.1,
         )
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a graceful exit.
-    fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:5432/{DB}"),
+        )
+        .env("INSTANCE", instance)
+        .env("RUST_LOG", "info,rel_events=debug");
+    let s = Service::start(command, port);
+    if broker == "kafka" {
+        // tansu sometimes takes minutes to form the consumer group
+        // again after its members left (seen once in four runs): the
+        // scenarios start once this member has its partitions.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            // The test failed: show what the service said last.
-            let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            let from = lines.len().saturating_sub(60);
-            eprintln!(
-                "--- last lines of the service on port {} ---\n{}",
-                self.port,
-                lines[from..].join("\n")
-            );
+        s.wait_line("partitions assigned", Duration::from_secs(400));
+        let waited = start.elapsed();
+        if waited > Duration::from_secs(30) {
+            println!("kafka: the consumer group formed after {waited:.0?}");
         }
     }
+    s
 }
 
 /// A TCP proxy in front of RabbitMQ that can cut every connection.
@@ -911,7 +806,7 @@ fn connections_cut_by_a_proxy_lose_nothing(broker: &str, port: u16) {
     } else {
         (Proxy::start(broker_info(broker).1), None)
     };
-    let svc = Service::start(broker, port, "a", &url(broker, proxy.port));
+    let svc = start_service(broker, port, "a", &url(broker, proxy.port));
     let start = Instant::now();
     seed(N, offset as usize);
     let mut cuts = 0;
@@ -945,7 +840,7 @@ fn a_broker_restart_loses_nothing(broker: &str, port: u16) {
     // The machine's Redis keeps nothing on disk: restart one that does.
     let mut own = (broker == "redis").then(OwnBroker::durable_redis);
     let target = own.as_ref().map_or(broker_info(broker).1, |o| o.port);
-    let svc = Service::start(broker, port, "a", &url(broker, target));
+    let svc = start_service(broker, port, "a", &url(broker, target));
     let start = Instant::now();
     seed(N, offset as usize);
     wait_effects(N / 4, Duration::from_secs(180));
@@ -979,13 +874,13 @@ fn sigkill_mid_stream_loses_nothing(broker: &str, port: u16) {
     purge_queues(broker);
     let offset = begin(N);
     let own = url(broker, broker_info(broker).1);
-    let mut svc = Service::start(broker, port, "a", &own);
+    let mut svc = start_service(broker, port, "a", &own);
     let start = Instant::now();
     seed(N, offset as usize);
     wait_effects(N * 3 / 10, Duration::from_secs(180));
     svc.kill9();
     let killed = Instant::now();
-    let svc = Service::start(broker, port, "a", &own);
+    let svc = start_service(broker, port, "a", &own);
     let (_, before) = effects();
     wait_effects(before + 1, Duration::from_secs(120));
     let recovery = killed.elapsed();
@@ -1010,7 +905,7 @@ fn poison_messages_go_to_the_dead_letter_queue(broker: &str, port: u16) {
     fresh_database();
     purge_queues(broker);
     let offset = begin(N);
-    let svc = Service::start(broker, port, "a", &url(broker, broker_info(broker).1));
+    let svc = start_service(broker, port, "a", &url(broker, broker_info(broker).1));
     let valid = 2_000;
     seed(valid, offset as usize);
     let kinds = 20;
@@ -1083,7 +978,7 @@ fn retries_back_off_then_dead_letter_then_replay(broker: &str, port: u16) {
     fresh_database();
     purge_queues(broker);
     let offset = begin(N);
-    let svc = Service::start(broker, port, "a", &url(broker, broker_info(broker).1));
+    let svc = start_service(broker, port, "a", &url(broker, broker_info(broker).1));
     psql(
         DB,
         "INSERT INTO failing_items VALUES ('flaky', 3), ('doomed', 1000)",
@@ -1174,8 +1069,8 @@ fn two_instances_share_the_work_without_duplicates(broker: &str, port: u16) {
     purge_queues(broker);
     let offset = begin(N);
     let own = url(broker, broker_info(broker).1);
-    let mut a = Service::start(broker, port, "a", &own);
-    let mut b = Service::start(broker, port + 1, "b", &own);
+    let mut a = start_service(broker, port, "a", &own);
+    let mut b = start_service(broker, port + 1, "b", &own);
     let start = Instant::now();
     seed(N, offset as usize);
     wait_effects(N, Duration::from_secs(240));
