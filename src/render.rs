@@ -83,20 +83,29 @@ fn one_line(t: &TyTree) -> String {
     }
 }
 
+/// One line of `parts` at `indent` (`push_str` rather than `write!`:
+/// types.rs has a few lines per property of every schema).
+fn line(out: &mut String, indent: usize, parts: &[&str]) {
+    out.extend(std::iter::repeat_n(' ', indent));
+    for p in parts {
+        out.push_str(p);
+    }
+    out.push('\n');
+}
+
 /// Print `prefix TYPE suffix` at `indent`, breaking generic arguments the
 /// way rustfmt does when the line would pass 100 columns.
 fn type_lines(out: &mut String, indent: usize, prefix: &str, t: &TyTree, suffix: &str) {
-    let line = one_line(t);
-    let pad = " ".repeat(indent);
-    if indent + prefix.len() + line.len() + suffix.len() <= WIDTH || t.args.is_empty() {
-        let _ = writeln!(out, "{pad}{prefix}{line}{suffix}");
+    let one = one_line(t);
+    if indent + prefix.len() + one.len() + suffix.len() <= WIDTH || t.args.is_empty() {
+        line(out, indent, &[prefix, &one, suffix]);
         return;
     }
-    let _ = writeln!(out, "{pad}{prefix}{}<", t.head);
+    line(out, indent, &[prefix, &t.head, "<"]);
     for a in &t.args {
         type_lines(out, indent + 4, "", a, ",");
     }
-    let _ = writeln!(out, "{pad}>{suffix}");
+    line(out, indent, &[">", suffix]);
 }
 
 /// `#[serde(a, b)]`, vertical when too long.
@@ -104,19 +113,18 @@ fn attr_lines(out: &mut String, indent: usize, name: &str, items: &[String]) {
     if items.is_empty() {
         return;
     }
-    let pad = " ".repeat(indent);
     let args = items.join(", ");
-    let line = format!("{pad}#[{name}({args})]");
-    if line.len() <= WIDTH && args.len() <= 70 {
-        let _ = writeln!(out, "{line}");
+    // `#[name(args)]`
+    if indent + name.len() + args.len() + 5 <= WIDTH && args.len() <= 70 {
+        line(out, indent, &["#[", name, "(", &args, ")]"]);
         return;
     }
-    let _ = writeln!(out, "{pad}#[{name}(");
+    line(out, indent, &["#[", name, "("]);
     for (i, it) in items.iter().enumerate() {
         let comma = if i + 1 < items.len() { "," } else { "" };
-        let _ = writeln!(out, "{pad}    {it}{comma}");
+        line(out, indent + 4, &[it, comma]);
     }
-    let _ = writeln!(out, "{pad})]");
+    line(out, indent, &[")]"]);
 }
 
 fn doc_lines(out: &mut String, indent: usize, doc: &[String]) {
