@@ -76,12 +76,27 @@ pub struct Relay {
     retention: Duration,
 }
 
+/// The oldest `$1` unpublished rows (the window), then among them the
+/// rows whose key this transaction can lock. The window bounds the
+/// advisory locks taken to one batch: locking the key of every unpublished
+/// row overflowed PostgreSQL's lock table (`out of shared memory`) once the
+/// backlog held a few thousand keys, and cost O(backlog) per batch. An
+/// earlier row of a key is always in the window when a later one is, so
+/// one key's rows are still published in order.
 const SELECT_BATCH: &str = "
+    WITH window_ AS MATERIALIZED (
+        SELECT seq, aggregatetype, aggregateid FROM evgen_outbox
+        WHERE published_at IS NULL
+        ORDER BY seq
+        LIMIT $1
+    ), keyed AS MATERIALIZED (
+        SELECT seq FROM window_
+        WHERE pg_try_advisory_xact_lock(hashtext('evgen_outbox:' || aggregatetype || ':' || aggregateid))
+    )
     SELECT seq, payload FROM evgen_outbox
-    WHERE published_at IS NULL
-      AND pg_try_advisory_xact_lock(hashtext('evgen_outbox:' || aggregatetype || ':' || aggregateid))
+    WHERE seq = ANY(ARRAY(SELECT seq FROM keyed))
+      AND published_at IS NULL
     ORDER BY seq
-    LIMIT $1
     FOR UPDATE SKIP LOCKED";
 
 impl Relay {
