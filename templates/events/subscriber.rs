@@ -332,10 +332,11 @@ async fn call<H: Handlers>(
     handlers: &H,
     ctx: &Context<'_>,
 ) -> ::std::result::Result<::std::result::Result<(), crate::HandlerError>, ::std::string::String> {
-    let data = ctx.envelope.data.clone();
+    // Typed from the envelope's data in place, without copying it first.
+    let data = &ctx.envelope.data;
 {%- for e in consumed %}
     if ctx.envelope.kind == {{ e.name_lit }} {
-        let event = ::serde_json::from_value(data).map_err(|e| e.to_string())?;
+        let event = ::serde::Deserialize::deserialize(data).map_err(|e| e.to_string())?;
         return Ok(handlers.{{ e.method }}(event, ctx).await);
     }
 {%- endfor %}
