@@ -2,9 +2,10 @@
 //! types, fields and variants, broker names, and `///` doc sanitizing.
 
 use heck::{ToPascalCase, ToSnakeCase};
-use std::collections::BTreeSet;
+use rustc_hash::FxHashSet;
 
-/// Rust keywords (strict and reserved, all editions) that need `r#`.
+/// Rust keywords (strict and reserved, all editions) that need `r#`,
+/// sorted (looked up by binary search).
 const KEYWORDS: &[&str] = &[
     "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn",
     "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let",
@@ -116,7 +117,7 @@ pub fn type_ident(raw: &str) -> String {
 fn escape_keyword(s: String) -> String {
     if NON_RAW.contains(&s.as_str()) {
         format!("{s}_")
-    } else if KEYWORDS.contains(&s.as_str()) {
+    } else if KEYWORDS.binary_search(&s.as_str()).is_ok() {
         format!("r#{s}")
     } else {
         s
@@ -132,7 +133,8 @@ pub fn unraw(ident: &str) -> &str {
 /// it, later ones get `_2`, `_3`, … (or `2`, `3` for PascalCase names).
 #[derive(Debug, Default)]
 pub struct Scope {
-    taken: BTreeSet<String>,
+    /// Only looked up, never iterated: hashing is fine for determinism.
+    taken: FxHashSet<String>,
 }
 
 impl Scope {
@@ -312,6 +314,11 @@ mod tests {
         ] {
             assert_eq!(pascal_words(n), ascii_words(n).to_pascal_case(), "{n:?}");
         }
+    }
+
+    #[test]
+    fn keywords_are_sorted() {
+        assert!(KEYWORDS.is_sorted());
     }
 
     #[test]
