@@ -133,6 +133,30 @@ pub fn pos_of<T>(s: &Spanned<T>) -> Option<Pos> {
     })
 }
 
+/// The schema files the catalog text seems to name (`schema: <path>`
+/// lines), found without parsing it: files to read early. Only a guess;
+/// a wrong one costs time, never correctness.
+pub fn guess_schema_files(text: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            l.strip_prefix("- ")
+                .unwrap_or(l)
+                .trim_start()
+                .strip_prefix("schema:")
+        })
+        .map(|v| {
+            let v = v.split(" #").next().unwrap_or(v).trim();
+            v.trim_matches(|c| c == '"' || c == '\'')
+        })
+        // Not an inline schema, block scalar, anchor, alias or tag.
+        .filter(|v| !v.starts_with(['{', '[', '|', '>', '&', '*', '!']))
+        .filter_map(|v| crate::schema::join_inside(CATALOG_FILE, v).ok())
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
 /// Parse the catalog text; a syntax or shape error is one diagnostic.
 pub fn parse(text: &str) -> Result<RawCatalog, Diagnostics> {
     let options = serde_saphyr::options! {
@@ -161,4 +185,16 @@ pub fn parse(text: &str) -> Result<RawCatalog, Diagnostics> {
         );
         Diagnostics(vec![d])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn guesses_schema_files_from_the_text() {
+        let text = "events:\n  - name: a.b\n    schema: schemas/a.json # note\n  - schema: \"schemas/b.json\"\n    name: c.d\n  - name: e.f\n    schema: {type: object}\n  - name: g.h\n    schema: schemas/a.json\n";
+        assert_eq!(
+            super::guess_schema_files(text),
+            ["schemas/a.json", "schemas/b.json"]
+        );
+    }
 }

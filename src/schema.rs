@@ -602,6 +602,25 @@ fn load_alone(read: &ReadFile<'_>, remotes: &[(String, String)], path: &str) -> 
     }
 }
 
+/// Schema files read, parsed and checked ahead of [`Lowerer::load`].
+pub(crate) struct Prefetched(Vec<(String, Loaded)>);
+
+/// Read, parse and check `paths` on the other cores while `first` runs on
+/// this one, as a lowerer with default options loads them; they stop when
+/// `first` returns, so the result may hold only some of them.
+pub(crate) fn prefetch_beside<U>(
+    read: &ReadFile<'_>,
+    paths: &[String],
+    first: impl FnOnce() -> U,
+) -> (U, Prefetched) {
+    let (u, done) = crate::par::beside(paths, |p| load_alone(read, &[], p), first);
+    let files = done
+        .into_iter()
+        .map(|(i, l)| (paths[i].clone(), l))
+        .collect();
+    (u, Prefetched(files))
+}
+
 /// `path` could not be read (reported at `file`, the document naming it).
 fn cannot_read(file: &str, pos: Option<Pos>, path: &str, e: &std::io::Error) -> Diagnostic {
     Diagnostic::at(
@@ -863,12 +882,27 @@ impl<'a> Lowerer<'a> {
         let todo: Vec<&str> = paths
             .iter()
             .map(String::as_str)
-            .filter(|p| !self.docs.contains_key(*p) && seen.insert(*p))
+            .filter(|p| {
+                !self.docs.contains_key(*p) && !self.preloaded.contains_key(*p) && seen.insert(*p)
+            })
             .collect();
         let (read, remotes) = (self.read, &self.options.remotes);
         let loaded = crate::par::map(&todo, |p| load_alone(read, remotes, p));
         self.preloaded
             .extend(todo.iter().map(|p| p.to_string()).zip(loaded));
+    }
+
+    /// Take files prefetched for a lowerer with default options (see
+    /// [`prefetch_beside`]), as [`Lowerer::preload`] would have loaded them.
+    pub(crate) fn adopt(&mut self, early: Prefetched) {
+        if !self.options.remotes.is_empty() {
+            return;
+        }
+        for (path, loaded) in early.0 {
+            if !self.docs.contains_key(&path) {
+                self.preloaded.entry(path).or_insert(loaded);
+            }
+        }
     }
 
     /// The remote prefix that serves `uri`, as a catalog path.

@@ -142,15 +142,22 @@ fn delivery(base: &Delivery, raw: &RawDelivery, errors: &mut Vec<Diagnostic>) ->
 /// Parse, check and lower a catalog. `read` reads files relative to the
 /// catalog's folder. All problems are returned together.
 pub fn load(text: &str, read: &ReadFile<'_>) -> Result<(Service, Stats), Diagnostics> {
-    let raw = catalog::parse(text)?;
-    build(&raw, read)
+    // While the catalog parses, the other cores read the schema files its
+    // text seems to name; what they did not get to is read later.
+    let guess = catalog::guess_schema_files(text);
+    let (raw, early) = schema::prefetch_beside(read, &guess, || catalog::parse(text));
+    build(&raw?, read, early)
 }
 
 /// Types every generated crate defines at its root; event and schema
 /// types must not take these names.
 const RESERVED_TYPES: &[&str] = &[];
 
-fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diagnostics> {
+fn build(
+    raw: &RawCatalog,
+    read: &ReadFile<'_>,
+    early: schema::Prefetched,
+) -> Result<(Service, Stats), Diagnostics> {
     let mut errors: Vec<Diagnostic> = Vec::new();
     if let Some(v) = &raw.version
         && v.value != 1
@@ -362,6 +369,7 @@ fn build(raw: &RawCatalog, read: &ReadFile<'_>) -> Result<(Service, Stats), Diag
 
     // Schemas.
     let mut low = Lowerer::new(read, RESERVED_TYPES);
+    low.adopt(early);
     let event_names: Vec<String> = raw
         .events
         .iter()
