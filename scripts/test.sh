@@ -50,7 +50,7 @@ if ! listening 4222; then
   apt_install nats-server nats-server
   log "starting NATS"
   mkdir -p "$CACHE/nats"
-  nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$CACHE/nats" >"$CACHE/nats.log" 2>&1 &
+  setsid nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$CACHE/nats" >"$CACHE/nats.log" 2>&1 &
   wait_port 4222 NATS 30
 fi
 # Redis (the restart fault test also runs a redis-server of its own)
@@ -69,7 +69,7 @@ if [ ! -x "$TANSU" ]; then
 fi
 if ! listening 9092; then
   log "starting tansu (Kafka protocol) on 127.0.0.1:9092"
-  nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+  setsid nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine memory://tansu/ >"$CACHE/tansu.log" 2>&1 &
   wait_port 9092 tansu 60
 fi

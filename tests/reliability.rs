@@ -582,15 +582,19 @@ fn restart_broker(broker: &str) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(Duration::from_secs(2));
-            // Detached through a shell, so the server outlives the test
-            // like the one it replaces.
+            // Detached through a shell into a session of its own, so the
+            // server outlives the test (and a kill of the test's process
+            // group) like the one it replaces.
             let quoted: Vec<String> = argv
                 .iter()
                 .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
                 .collect();
             let status = Command::new("sh")
                 .arg("-c")
-                .arg(format!("nohup {} >/dev/null 2>&1 &", quoted.join(" ")))
+                .arg(format!(
+                    "setsid nohup {} >/dev/null 2>&1 </dev/null &",
+                    quoted.join(" ")
+                ))
                 .status()
                 .expect("restart nats-server");
             assert!(status.success());
