@@ -2,9 +2,12 @@
 //! empty folder, and warm, nothing to write) and `evgen check` on synthetic
 //! catalogs of N events, each a realistic schema of ~10 properties with
 //! nesting, enums, arrays and formats. Run: `cargo bench --bench generate`
-//! (sizes: EVGEN_BENCH_SIZES=100,1000,10000; runs: EVGEN_BENCH_RUNS=5).
+//! (sizes: EVGEN_BENCH_SIZES=100,1000,10000; runs: EVGEN_BENCH_RUNS=5;
+//! EVGEN_BENCH_BIN=path times another evgen binary, e.g. an older build;
+//! EVGEN_BENCH_KEEP=1 keeps the catalogs). Build times of a generated
+//! service: `bash bench/build.sh`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,12 +82,9 @@ fn synth(dir: &Path, n: usize) {
     std::fs::write(dir.join("evgen.yaml"), cat).expect("write");
 }
 
-fn time(args: &[&str]) -> Duration {
+fn time(bin: &Path, args: &[&str]) -> Duration {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_evgen"))
-        .args(args)
-        .output()
-        .expect("run evgen");
+    let out = Command::new(bin).args(args).output().expect("run evgen");
     let d = start.elapsed();
     assert!(
         out.status.code().is_some_and(|c| c <= 1),
@@ -109,6 +109,8 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    let bin = std::env::var_os("EVGEN_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_evgen")), PathBuf::from);
     println!("| events | generate, empty folder | generate, nothing to write | check |");
     println!("| --- | --- | --- | --- |");
     for n in sizes {
@@ -121,9 +123,9 @@ fn main() {
         let mut check = Vec::new();
         for _ in 0..runs {
             let _ = std::fs::remove_dir_all(dir.join("events"));
-            cold.push(time(&["generate", "--dir", d]));
-            warm.push(time(&["generate", "--dir", d]));
-            check.push(time(&["check", "--dir", d]));
+            cold.push(time(&bin, &["generate", "--dir", d]));
+            warm.push(time(&bin, &["generate", "--dir", d]));
+            check.push(time(&bin, &["check", "--dir", d]));
         }
         let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
         println!(
