@@ -338,16 +338,9 @@ impl OwnBroker {
     }
 
     fn wait_listening(&self) {
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{} did not listen on 127.0.0.1:{}",
-                self.name,
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(self.port, Duration::from_secs(30), || {
+            format!("{} did not listen on 127.0.0.1:{}", self.name, self.port)
+        });
     }
 
     /// Stop it as an operator would (SIGTERM), then start it again.
@@ -602,13 +595,18 @@ fn restart_broker(broker: &str) {
         other => panic!("{other} keeps no data across a restart here; no restart test"),
     }
     let (_, port, _, _, name, hint) = broker_info(broker);
+    wait_for_port(*port, Duration::from_secs(60), || {
+        format!("{name} did not come back (start it: `{hint}`)")
+    });
+}
+
+/// Wait until something listens on 127.0.0.1:`port`; fail with `failure()`
+/// after `timeout`.
+fn wait_for_port(port: u16, timeout: Duration, failure: impl Fn() -> String) {
     let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", *port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{name} did not come back (start it: `{hint}`)"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "{}", failure());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
