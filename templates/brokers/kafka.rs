@@ -295,14 +295,17 @@ impl Broker {
         &self,
         envelopes: &[crate::Envelope],
     ) -> ::std::result::Result<(), crate::Error> {
-        let mut bodies = ::std::vec::Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            bodies.push((topic(&envelope.kind)?, ::serde_json::to_vec(envelope)?));
-        }
+        // librdkafka copies the payload when a record is queued: one
+        // buffer serves every body.
+        let mut body = ::std::vec::Vec::with_capacity(512);
         let mut reports = ::std::vec::Vec::with_capacity(envelopes.len());
-        for (envelope, (topic, body)) in envelopes.iter().zip(&bodies) {
+        for envelope in envelopes {
+            let topic = topic(&envelope.kind)?;
+            body.clear();
+            ::serde_json::to_writer(&mut body, envelope)?;
             let key = envelope.partitionkey.as_deref().map(str::as_bytes);
-            let mut next = record(topic, key, body, headers(&[(H_CONTENT_TYPE, CONTENT_TYPE)]));
+            let headers = headers(&[(H_CONTENT_TYPE, CONTENT_TYPE)]);
+            let mut next = record(topic, key, &body, headers);
             loop {
                 match self.inner.producer.send_result(next) {
                     Ok(report) => {

@@ -14,10 +14,11 @@
 //! server holds it until it is due. Dead letters go to this service's
 //! dead-letter stream; replayed ones back to the retry stream.
 //!
-//! Publishing waits for the stream's PubAck. Consuming acks (and waits for
-//! the server to confirm the ack) only after the handler, or the forward
-//! to the retry or dead-letter stream, succeeded: a crash redelivers rather
-//! than loses. A message whose handler crashed or hung on every delivery is
+//! Publishing waits for the stream's PubAck. Consuming acks only after the
+//! handler, or the forward to the retry or dead-letter stream, succeeded:
+//! a crash redelivers rather than loses. Acks are not confirmed one by one
+//! (an ack lost with the connection is a redelivery, which the inbox
+//! absorbs); the connection is flushed when the consumer stops. A message whose handler crashed or hung on every delivery is
 //! dead-lettered on the last one without running it again.
 
 use crate::subscriber::{DeadLetter, Dispatcher, Handlers, Outcome, RETRY_DELAYS_MS, Reason};
@@ -351,6 +352,10 @@ impl Broker {
         // fetched but not handled are redelivered after their ack wait.
         drop(messages);
         while tasks.join_next().await.is_some() {}
+        // Acks are queued on the connection: send them before returning.
+        if let Err(e) = self.js.client().flush().await {
+            ::tracing::warn!(error = %e, "could not flush the last acks; those messages will be redelivered");
+        }
         result
     }
 
@@ -458,13 +463,10 @@ async fn handle<H: Handlers>(
     js: jetstream::Context,
     spec: &'static Spec,
     message: jetstream::Message,
-    _permit: ::tokio::sync::OwnedSemaphorePermit,
+    permit: ::tokio::sync::OwnedSemaphorePermit,
 ) {
-    let (delivered, source) = match message.info() {
-        Ok(info) => (
-            info.delivered,
-            format!("{}-{}", info.stream, info.stream_sequence),
-        ),
+    let (delivered, stream_sequence, published) = match message.info() {
+        Ok(info) => (info.delivered, info.stream_sequence, info.published),
         Err(e) => {
             ::tracing::warn!(subject = %message.subject, error = %e, "not a JetStream message; ignored");
             return;
@@ -490,8 +492,6 @@ async fn handle<H: Handlers>(
         Some(a) if retried => a.parse().unwrap_or(1),
         _ => u32::try_from(delivered).unwrap_or(1).max(1),
     };
-    let event = event_of(headers, message.subject.as_str());
-    let subject = header(headers, H_SUBJECT).unwrap_or_else(|| message.subject.to_string());
     let max_deliver = if retried {
         MAX_DELIVER + 1
     } else {
@@ -513,32 +513,21 @@ async fn handle<H: Handlers>(
             }
         }
     } else {
-        // Push the ack deadline back while the handler runs.
-        let dispatch = dispatcher.dispatch(&message.payload, attempt);
-        let mut dispatch = ::std::pin::pin!(dispatch);
-        let mut progress = ::tokio::time::interval(PROGRESS_EVERY);
-        progress.tick().await;
+        // Push the ack deadline back while the handler runs (no timer is
+        // armed for a handler that finishes on its first poll).
+        let mut dispatch = ::std::pin::pin!(dispatcher.dispatch(&message.payload, attempt));
         loop {
-            ::tokio::select! {
-                outcome = &mut dispatch => break outcome,
-                _ = progress.tick() => {
+            match ::tokio::time::timeout(PROGRESS_EVERY, &mut dispatch).await {
+                Ok(outcome) => break outcome,
+                Err(_) => {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
             }
         }
     };
-    let first_failure = header(headers, H_FIRST_FAILURE).unwrap_or_else(|| {
-        // Redelivered after crashes: it first failed about when the stream
-        // stored it, unless the consumer lagged.
-        match message.info() {
-            Ok(info) if delivered > 1 => {
-                let nanos = info.published.unix_timestamp_nanos();
-                ::chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or_default())
-            }
-            _ => ::chrono::Utc::now(),
-        }
-        .to_rfc3339()
-    });
+    // What only a failure needs (names, times, forward) is worked out
+    // only for one.
+    let event = || event_of(headers, message.subject.as_str());
     let forward = match &outcome {
         Outcome::Ack => None,
         Outcome::Retry {
@@ -546,7 +535,7 @@ async fn handle<H: Handlers>(
             next_attempt,
             error,
         } => {
-            ::tracing::warn!(%event, attempt, delay_ms, %error, "handler failed; retrying");
+            ::tracing::warn!(event = %event(), attempt, delay_ms, %error, "handler failed; retrying");
             let due = now_ms().saturating_add(i64::try_from(*delay_ms).unwrap_or(i64::MAX));
             let message = PublishMessage::build()
                 .header(H_ATTEMPT, next_attempt.to_string())
@@ -555,7 +544,7 @@ async fn handle<H: Handlers>(
             Some((RETRY_SUBJECT, message))
         }
         Outcome::DeadLetter { reason, error } => {
-            ::tracing::error!(%event, attempt, reason = reason.as_str(), %error, "dead-lettered");
+            ::tracing::error!(event = %event(), attempt, reason = reason.as_str(), %error, "dead-lettered");
             let message = PublishMessage::build()
                 .header(H_ATTEMPT, attempt.to_string())
                 .header(H_REASON, reason.as_str())
@@ -563,22 +552,35 @@ async fn handle<H: Handlers>(
             Some((DLQ_SUBJECT, message))
         }
         Outcome::Discard { reason, error } => {
-            ::tracing::error!(%event, attempt, reason = reason.as_str(), %error, "discarded");
+            ::tracing::error!(event = %event(), attempt, reason = reason.as_str(), %error, "discarded");
             None
         }
     };
     if let Some((to, forward)) = forward {
+        let first_failure = header(headers, H_FIRST_FAILURE).unwrap_or_else(|| {
+            // Redelivered after crashes: it first failed about when the
+            // stream stored it, unless the consumer lagged.
+            if delivered > 1 {
+                let nanos = published.unix_timestamp_nanos();
+                ::chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or_default())
+            } else {
+                ::chrono::Utc::now()
+            }
+            .to_rfc3339()
+        });
+        let subject = header(headers, H_SUBJECT).unwrap_or_else(|| message.subject.to_string());
+        let stream = message.info().map(|i| i.stream).unwrap_or_default();
         // The id makes a forward repeated after a crash count once.
         let forward = forward
             .payload(message.payload.clone())
-            .message_id(format!("{source}-{attempt}"))
+            .message_id(format!("{stream}-{stream_sequence}-{attempt}"))
             .header("Content-Type", CONTENT_TYPE)
-            .header(H_EVENT, one_line(&event))
+            .header(H_EVENT, one_line(&event()))
             .header(H_SUBJECT, subject)
             .header(H_FIRST_FAILURE, first_failure);
         if let Err(e) = send(&js, to, forward).await {
             // Not forwarded: have it redelivered rather than lose it.
-            ::tracing::warn!(%event, error = %e, "could not forward the message; redelivering");
+            ::tracing::warn!(event = %event(), error = %e, "could not forward the message; redelivering");
             let delay = RETRY_DELAYS_MS.first().copied().unwrap_or(1_000);
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_millis(delay))))
@@ -586,25 +588,13 @@ async fn handle<H: Handlers>(
             return;
         }
     }
-    if let Err(e) = confirmed_ack(&js, &message).await {
-        ::tracing::warn!(%event, error = %e, "ack failed; the server will redeliver");
+    // The slot is free once the handler's work is done; the ack itself is
+    // queued on the connection (flushed when the consumer stops). An ack
+    // that never reaches the server means a redelivery, which the inbox
+    // (or an idempotent handler) absorbs; waiting for the server's
+    // confirmation here cut the consume rate by more than half.
+    drop(permit);
+    if let Err(e) = message.ack().await {
+        ::tracing::warn!(event = %event(), error = %e, "ack failed; the server will redeliver");
     }
-}
-
-/// Ack and wait for the server to confirm it, as `double_ack` does, but as
-/// a request through the client's shared reply inbox: `double_ack`
-/// subscribes to a new inbox for every message, which halved the consume
-/// rate.
-async fn confirmed_ack(
-    js: &jetstream::Context,
-    message: &jetstream::Message,
-) -> ::std::result::Result<(), crate::Error> {
-    let Some(reply) = message.reply.clone() else {
-        return Err(broker_error("not a JetStream message"));
-    };
-    js.client()
-        .request(reply, AckKind::Ack.into())
-        .await
-        .map_err(broker_error)?;
-    Ok(())
 }

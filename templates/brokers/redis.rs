@@ -110,7 +110,8 @@ struct Inner {
     client: ::redis::Client,
     /// This instance's name in the consumer group.
     consumer: ::std::string::String,
-    shared: ::tokio::sync::Mutex<::std::option::Option<MultiplexedConnection>>,
+    /// Held only to clone or swap the connection, never across an await.
+    shared: ::std::sync::Mutex<::std::option::Option<MultiplexedConnection>>,
 }
 
 impl ::std::convert::From<::redis::RedisError> for crate::Error {
@@ -173,7 +174,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 client,
                 consumer,
-                shared: ::tokio::sync::Mutex::new(None),
+                shared: ::std::sync::Mutex::new(None),
             }),
         };
         let mut conn = broker.conn().await?;
@@ -204,13 +205,22 @@ impl Broker {
 
     /// The shared connection, reopened when it was lost.
     async fn conn(&self) -> ::std::result::Result<MultiplexedConnection, crate::Error> {
-        let mut guard = self.inner.shared.lock().await;
-        if let Some(conn) = guard.as_ref() {
+        if let Some(conn) = self.shared().as_ref() {
             return Ok(conn.clone());
         }
+        // Tasks that find it missing at once may each open one; the last
+        // one stays shared, the others serve their own command and close.
         let conn = self.open(Duration::from_secs(5)).await?;
-        *guard = Some(conn.clone());
+        *self.shared() = Some(conn.clone());
         Ok(conn)
+    }
+
+    fn shared(&self) -> ::std::sync::MutexGuard<'_, ::std::option::Option<MultiplexedConnection>> {
+        // A panic while holding it cannot leave the option half-written.
+        self.inner
+            .shared
+            .lock()
+            .unwrap_or_else(::std::sync::PoisonError::into_inner)
     }
 
     /// Drop the shared connection when `e` means it is broken.
@@ -220,7 +230,7 @@ impl Broker {
             || e.is_timeout()
             || e.is_unrecoverable_error()
         {
-            *self.inner.shared.lock().await = None;
+            *self.shared() = None;
         }
         e.into()
     }
@@ -593,7 +603,6 @@ async fn handle<H: Handlers>(
         .get::<u32>(F_ATTEMPT)
         .unwrap_or(1)
         .saturating_add(redelivered);
-    let origin = text(&entry, F_STREAM).unwrap_or_else(|| stream.clone());
     let outcome = if deliveries >= MAX_DELIVERIES {
         // The earlier deliveries were never settled: the handler crashed or
         // hung on each of them.
@@ -602,20 +611,21 @@ async fn handle<H: Handlers>(
             error: format!("delivered {deliveries} times without being settled"),
         }
     } else {
-        // Keep the entry from being claimed while the handler runs.
-        let dispatch = dispatcher.dispatch(&body, attempt);
-        let mut dispatch = ::std::pin::pin!(dispatch);
-        let mut fresh = ::tokio::time::interval(Duration::from_millis(CLAIM_IDLE_MS / 3));
-        fresh.tick().await;
+        // Keep the entry from being claimed while the handler runs (no
+        // timer is armed for a handler that finishes on its first poll).
+        let mut dispatch = ::std::pin::pin!(dispatcher.dispatch(&body, attempt));
+        let every = Duration::from_millis(CLAIM_IDLE_MS / 3);
         loop {
-            ::tokio::select! {
-                outcome = &mut dispatch => break outcome,
-                _ = fresh.tick() => touch(&broker, &stream, &entry.id).await,
+            match ::tokio::time::timeout(every, &mut dispatch).await {
+                Ok(outcome) => break outcome,
+                Err(_) => touch(&broker, &stream, &entry.id).await,
             }
         }
     };
+    // What only a failure needs is worked out only for one.
     let first_failure =
-        text(&entry, F_FIRST_FAILURE).unwrap_or_else(|| ::chrono::Utc::now().to_rfc3339());
+        || text(&entry, F_FIRST_FAILURE).unwrap_or_else(|| ::chrono::Utc::now().to_rfc3339());
+    let origin = || text(&entry, F_STREAM).unwrap_or_else(|| stream.clone());
     let forward = match &outcome {
         Outcome::Ack => None,
         Outcome::Retry {
@@ -625,6 +635,7 @@ async fn handle<H: Handlers>(
         } => {
             ::tracing::warn!(event = %kind, attempt, delay_ms, %error, "handler failed; retrying");
             let next = next_attempt.to_string();
+            let (origin, first_failure) = (origin(), first_failure());
             let member = [
                 F_TYPE,
                 &kind,
@@ -652,6 +663,7 @@ async fn handle<H: Handlers>(
         Outcome::DeadLetter { reason, error } => {
             ::tracing::error!(event = %kind, attempt, reason = reason.as_str(), %error, "dead-lettered");
             let attempts = attempt.to_string();
+            let (origin, first_failure) = (origin(), first_failure());
             let fields: [(&str, &[u8]); 9] = [
                 (F_TYPE, kind.as_bytes()),
                 (F_STREAM, origin.as_bytes()),
@@ -693,8 +705,9 @@ async fn touch(broker: &Broker, stream: &str, id: &str) {
 }
 
 /// Run `forward` (if any), XACK the entry (and delete it from the retry
-/// stream, which only this service reads), all in one MULTI/EXEC. On
-/// failure the entry stays pending and is claimed again later.
+/// stream, which only this service reads), all in one MULTI/EXEC; a plain
+/// ack is one XACK. On failure the entry stays pending and is claimed
+/// again later.
 async fn settle(
     broker: &Broker,
     stream: &str,
@@ -702,7 +715,10 @@ async fn settle(
     forward: ::std::option::Option<::redis::Cmd>,
 ) {
     let mut pipe = ::redis::pipe();
-    pipe.atomic();
+    let alone = forward.is_none() && stream != RETRY_STREAM;
+    if !alone {
+        pipe.atomic();
+    }
     if let Some(cmd) = forward {
         pipe.add_command(cmd).ignore();
     }
