@@ -306,11 +306,14 @@ macro_rules! broker_phases {
     ($direct:expr, $outbox:expr) => {
         pub async fn phase(name: &str, cfg: &crate::Cfg) -> crate::Result<crate::measure::Sample> {
             match name {
-                "publish-gen" => {
+                // `publish-nv`: the same pair, the raw side not validating.
+                "publish-gen" | "publish-nv-gen" => {
                     reset($direct).await?;
                     gen_direct::publish(cfg).await
                 }
-                "publish-raw" => {
+                "publish-raw" | "publish-nv-raw" => {
+                    crate::raw::VALIDATE
+                        .store(name == "publish-raw", std::sync::atomic::Ordering::Relaxed);
                     reset($direct).await?;
                     gen_direct::declare().await?;
                     publish_raw(cfg).await

@@ -49,7 +49,7 @@ pub fn database_url() -> String {
 }
 
 const ALL_BROKERS: &[&str] = &["rabbitmq", "nats", "redis", "kafka"];
-const ALL_KINDS: &[&str] = &["publish", "consume", "relay", "latency"];
+const ALL_KINDS: &[&str] = &["publish", "publish-nv", "consume", "relay", "latency"];
 /// A phase that takes longer than this is reported as failed.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -61,7 +61,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: evgen-bench-runtime run [--brokers a,b] [--runs N] [--count N] [--batch N] \
-                 [--latency-secs S] [--rate R] [--only publish,consume,relay,latency]"
+                 [--latency-secs S] [--rate R] [--only publish,publish-nv,consume,relay,latency]"
             );
             2
         }
@@ -197,7 +197,7 @@ fn run(args: &[String]) -> i32 {
         let before = load();
         eprintln!("==> {broker}: {runs} runs, load {before}");
         let mut pairs: Vec<(&str, Runs, Runs)> = Vec::new();
-        for kind in ["publish", "consume"] {
+        for kind in ["publish", "publish-nv", "consume"] {
             if only.iter().any(|o| o == kind) {
                 pairs.push((kind, Vec::new(), Vec::new()));
             }
