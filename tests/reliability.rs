@@ -1138,7 +1138,10 @@ fn assert_published_in_key_order(stream: &str, expected: usize) {
     let mut seen = 0;
     for line in text.lines().filter(|l| l.starts_with('{')) {
         let body: serde_json::Value = serde_json::from_str(line).expect("an envelope");
-        let key = body["data"]["item_id"].as_str().unwrap_or_default().to_string();
+        let key = body["data"]["item_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let n = body["data"]["n"].as_i64().unwrap_or_default();
         if let Some(before) = last.insert(key.clone(), n) {
             assert!(
@@ -1152,7 +1155,10 @@ fn assert_published_in_key_order(stream: &str, expected: usize) {
         seen >= expected,
         "only {seen} of {expected} events in {stream}"
     );
-    eprintln!("redis: {seen} events in {stream}, in key order for {} keys", last.len());
+    eprintln!(
+        "redis: {seen} events in {stream}, in key order for {} keys",
+        last.len()
+    );
 }
 
 /// One `#[test]` per broker and scenario, all from the code above.
