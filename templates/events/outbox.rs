@@ -186,11 +186,13 @@ impl Relay {
 
     /// Publish batches until a look finds nothing or `shutdown` resolves
     /// (then `stopped` is set); returns the rows published. Two batches
-    /// are in flight: the next one is selected (skipping the current one's
-    /// rows, whose keys the current transaction still holds) while the
-    /// current one is published, and the current one commits or rolls back
-    /// only after that selection, so no later row of a key it holds can
-    /// slip past an earlier one.
+    /// are in flight: the next one is selected while the current one is
+    /// published, skipping the current one's rows, whose keys the current
+    /// transaction still holds. A batch that published commits at once
+    /// (its rows' order on the broker is settled). A batch that failed
+    /// rolls back only once the next batch has selected (its keys are then
+    /// taken) or has been stopped before publishing anything, so no later
+    /// row of a key can overtake an earlier one.
     async fn drain(
         &self,
         mut shutdown: ::std::pin::Pin<&mut impl Future<Output = ()>>,
@@ -208,7 +210,17 @@ impl Relay {
                 return current.finish().await.map(|n| total + n);
             }
             let mut next = self.start(seqs);
-            let selected = (&mut next.selected).await;
+            let selected = ::tokio::select! {
+                biased;
+                selected = &mut next.selected => selected,
+                Ok(()) = &mut current.failed => {
+                    // The next batch has not selected yet (it may be
+                    // waiting for a connection): stop it first.
+                    next.task.abort();
+                    let _ = (&mut next.task).await;
+                    return current.finish().await.map(|n| total + n);
+                }
+            };
             let done = current.finish().await;
             match (done, selected) {
                 (Ok(n), Ok(next_seqs)) => {
@@ -233,18 +245,23 @@ impl Relay {
     /// Start a batch that skips the rows `in_flight` (see [`Relay::drain`]).
     fn start(&self, in_flight: Vec<i64>) -> Batch {
         let (selected_tx, selected) = ::tokio::sync::oneshot::channel();
+        let (failed_tx, failed) = ::tokio::sync::oneshot::channel();
         let (finish, may_finish) = ::tokio::sync::oneshot::channel();
         let task = ::tokio::spawn(publish_batch(
             self.pool.clone(),
             self.publisher.clone(),
             self.batch,
             in_flight,
-            selected_tx,
-            may_finish,
+            Signals {
+                selected: selected_tx,
+                failed: failed_tx,
+                may_finish,
+            },
         ));
         Batch {
             task,
             selected,
+            failed,
             finish,
         }
     }
@@ -263,12 +280,20 @@ impl Relay {
     }
 }
 
-/// A batch in flight: its task, the rows it selected, and the signal that
-/// lets it commit (or roll back).
+/// A batch in flight: its task, the rows it selected, word that it failed,
+/// and the signal that lets a failed one roll back.
 struct Batch {
     task: ::tokio::task::JoinHandle<Result<usize, crate::Error>>,
     selected: ::tokio::sync::oneshot::Receiver<Vec<i64>>,
+    failed: ::tokio::sync::oneshot::Receiver<()>,
     finish: ::tokio::sync::oneshot::Sender<()>,
+}
+
+/// The batch task's ends of [`Batch`]'s channels.
+struct Signals {
+    selected: ::tokio::sync::oneshot::Sender<Vec<i64>>,
+    failed: ::tokio::sync::oneshot::Sender<()>,
+    may_finish: ::tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Batch {
@@ -282,15 +307,14 @@ impl Batch {
 }
 
 /// Select one batch in order (skipping `in_flight`), report the selection,
-/// publish it and mark it, then commit once allowed (see [`Relay::drain`]);
-/// returns the rows published.
+/// publish it and mark it, then commit; a failed batch rolls back only when
+/// allowed (see [`Relay::drain`]). Returns the rows published.
 async fn publish_batch(
     pool: crate::db::Pool,
     publisher: crate::Publisher,
     size: i64,
     in_flight: Vec<i64>,
-    selected: ::tokio::sync::oneshot::Sender<Vec<i64>>,
-    may_finish: ::tokio::sync::oneshot::Receiver<()>,
+    signals: Signals,
 ) -> Result<usize, crate::Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -303,7 +327,7 @@ async fn publish_batch(
             row.try_get::<_, ::tokio_postgres::types::Json<crate::Envelope>>(1)?;
         envelopes.push(envelope);
     }
-    let _ = selected.send(seqs.clone());
+    let _ = signals.selected.send(seqs.clone());
     if rows.is_empty() {
         return Ok(0);
     }
@@ -318,12 +342,24 @@ async fn publish_batch(
     );
     let publish = publisher.broker().publish_many(&envelopes);
     let (marked, published) = ::tokio::join!(mark, publish);
-    // Keep this batch's keys until the next batch has selected.
-    let _ = may_finish.await;
-    published?;
-    marked?;
-    tx.commit().await?;
-    Ok(rows.len())
+    let failure = match (published, marked) {
+        (Ok(()), Ok(_)) => None,
+        (Err(e), _) => Some(e),
+        (Ok(()), Err(e)) => Some(e.into()),
+    };
+    match failure {
+        None => {
+            tx.commit().await?;
+            Ok(rows.len())
+        }
+        Some(e) => {
+            // Keep this batch's keys until the next batch has selected or
+            // been stopped; dropping `tx` then rolls back.
+            let _ = signals.failed.send(());
+            let _ = signals.may_finish.await;
+            Err(e)
+        }
+    }
 }
 
 /// Wake the relay on `NOTIFY evgen_outbox`; reconnects when the

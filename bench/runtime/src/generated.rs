@@ -147,7 +147,13 @@ macro_rules! generated_outbox {
             /// Enqueue `count` events (transactions of `batch` rows, untimed),
             /// then time the generated relay until every row is published.
             pub async fn relay(cfg: &Cfg) -> Result<Sample> {
-                let pool = open_pool(4).await?;
+                // EVGEN_BENCH_RELAY_POOL=1 runs the relay without its second
+                // batch in flight (it needs a connection of its own).
+                let size = std::env::var("EVGEN_BENCH_RELAY_POOL")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(4);
+                let pool = open_pool(size).await?;
                 truncate(&pool).await?;
                 let broker = broker().await?;
                 broker.declare_topology().await?;
