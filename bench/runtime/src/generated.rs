@@ -77,13 +77,7 @@ macro_rules! generated_direct {
                 broker.declare_topology().await?;
                 let publisher = events::Publisher::new(broker.clone());
                 let total = cfg.rate * cfg.latency_secs;
-                // One more: the probe that shows the subscriber is ready.
-                let counter = Arc::new(Counter::new(total + 1));
-                let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-                let handlers = Handler {
-                    counter: counter.clone(),
-                    latencies: Some(latencies.clone()),
-                };
+                let (counter, latencies, handlers) = latency_handler(total);
                 let subscriber = events::Subscriber::new(broker, handlers);
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(subscriber.run(async move {
@@ -205,13 +199,7 @@ macro_rules! generated_outbox {
                 let broker = broker().await?;
                 broker.declare_topology().await?;
                 let total = cfg.rate * cfg.latency_secs;
-                // One more: the probe that shows the subscriber is ready.
-                let counter = Arc::new(Counter::new(total + 1));
-                let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-                let handlers = Handler {
-                    counter: counter.clone(),
-                    latencies: Some(latencies.clone()),
-                };
+                let (counter, latencies, handlers) = latency_handler(total);
                 let subscriber = events::Subscriber::new(broker.clone(), handlers, inbox);
                 let relay = events::outbox::Relay::new(
                     pool.clone(),
@@ -277,10 +265,24 @@ macro_rules! generated_common {
             Ok(events::Broker::from_env().await?)
         }
 
+        type Latencies = Arc<std::sync::Mutex<Vec<(u64, f64)>>>;
+
+        /// A handler that records latencies for `total` events plus the
+        /// probe that shows the subscriber is ready.
+        fn latency_handler(total: u64) -> (Arc<Counter>, Latencies, Handler) {
+            let counter = Arc::new(Counter::new(total + 1));
+            let latencies: Latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let handlers = Handler {
+                counter: counter.clone(),
+                latencies: Some(latencies.clone()),
+            };
+            (counter, latencies, handlers)
+        }
+
         /// A trivial handler: counts, and records latencies when asked.
         struct Handler {
             counter: Arc<Counter>,
-            latencies: Option<Arc<std::sync::Mutex<Vec<(u64, f64)>>>>,
+            latencies: Option<Latencies>,
         }
 
         impl events::Handlers for Handler {

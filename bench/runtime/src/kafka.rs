@@ -24,8 +24,6 @@ const BROKERS: &str = "127.0.0.1:9092";
 const TOPIC: &str = "bench_kafka.item";
 /// The raw consumer's group.
 const RAW_GROUP: &str = "bench-raw-kafka";
-/// Same as the generated consumer (`prefetch` in the catalog).
-const PREFETCH: usize = 64;
 
 fn config() -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -157,7 +155,7 @@ async fn consume_raw(cfg: &Cfg) -> Result<Sample> {
         .create()?;
     let consumer = Arc::new(consumer);
     let counter = Arc::new(Counter::new(cfg.count));
-    let permits = Arc::new(tokio::sync::Semaphore::new(PREFETCH));
+    let permits = Arc::new(tokio::sync::Semaphore::new(usize::from(raw::PREFETCH)));
     let meter = Meter::start();
     consumer.subscribe(&[TOPIC])?;
     let handled = counter.clone();

@@ -16,8 +16,6 @@ const URL: &str = "nats://127.0.0.1:4222";
 /// The generated service's stream and subject (see bench/runtime.sh).
 const STREAM: &str = "BENCH_NATS";
 const SUBJECT: &str = "bench_nats.item.created";
-/// Same as the generated consumer (`prefetch` in the catalog).
-const PREFETCH: usize = 64;
 
 async fn context() -> Result<jetstream::Context> {
     Ok(jetstream::new(async_nats::connect(URL).await?))
@@ -89,10 +87,10 @@ async fn consume_raw(cfg: &Cfg) -> Result<Sample> {
         .await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(PREFETCH)
+        .max_messages_per_batch(usize::from(raw::PREFETCH))
         .messages()
         .await?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(PREFETCH));
+    let permits = Arc::new(tokio::sync::Semaphore::new(usize::from(raw::PREFETCH)));
     let handled = counter.clone();
     let driver = tokio::spawn(async move {
         loop {

@@ -21,8 +21,6 @@ const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The generated service's exchange and queue (see bench/runtime.sh).
 const EXCHANGE: &str = "bench_rabbitmq";
 const QUEUE: &str = "bench-rabbitmq";
-/// Same as the generated consumer (`prefetch` in the catalog).
-const PREFETCH: u16 = 64;
 
 async fn open() -> Result<(Connection, Channel)> {
     let connection = Connection::connect(URL, ConnectionProperties::default()).await?;
@@ -99,7 +97,8 @@ async fn publish_raw(cfg: &Cfg) -> Result<Sample> {
 /// prefetch at once), decoded into the typed payload, then acked.
 async fn consume_raw(cfg: &Cfg) -> Result<Sample> {
     let (connection, ch) = open().await?;
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    ch.basic_qos(raw::PREFETCH, BasicQosOptions::default())
+        .await?;
     let counter = Arc::new(Counter::new(cfg.count));
     let meter = Meter::start();
     let mut consumer = ch

@@ -51,6 +51,10 @@ pub struct In {
 
 pub const EVENT: &str = "item.created";
 
+/// Messages handled at once by every consumer, generated and raw (the
+/// generated side's `prefetch` in `bench/runtime/catalog/evgen.yaml`).
+pub const PREFETCH: u16 = 64;
+
 /// The `i`th payload; the same values as `generated::item`.
 pub fn item(i: u64) -> Item {
     Item {

@@ -17,8 +17,6 @@ const URL: &str = "redis://127.0.0.1:6379";
 const STREAM: &str = "bench_redis.item";
 /// The raw consumer's group on it.
 const GROUP: &str = "bench-raw";
-/// Same as the generated consumer (`prefetch` in the catalog).
-const PREFETCH: usize = 64;
 /// Same trimming as the generated publisher.
 const MAXLEN: usize = 1_000_000;
 
@@ -102,7 +100,7 @@ async fn consume_raw(cfg: &Cfg) -> Result<Sample> {
         .query_async(&mut reader)
         .await?;
     let counter = Arc::new(Counter::new(cfg.count));
-    let permits = Arc::new(tokio::sync::Semaphore::new(PREFETCH));
+    let permits = Arc::new(tokio::sync::Semaphore::new(usize::from(raw::PREFETCH)));
     let meter = Meter::start();
     let handled = counter.clone();
     let driver = tokio::spawn(async move {
