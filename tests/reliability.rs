@@ -133,7 +133,15 @@ fn binary(broker: &str) -> PathBuf {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     std::fs::copy(src.join("handlers.rs"), ws.join("service/src/handlers.rs")).expect("handlers");
-    common::cargo(&ws, &["build"]);
+    if broker == "redis" {
+        // `relays_publish_each_key_in_order` runs it.
+        std::fs::create_dir_all(ws.join("service/examples")).expect("mkdir");
+        std::fs::copy(src.join("relays.rs"), ws.join("service/examples/relays.rs"))
+            .expect("relays");
+        common::cargo(&ws, &["build", "--bins", "--examples"]);
+    } else {
+        common::cargo(&ws, &["build"]);
+    }
     // Every broker's service is called `rel`: keep each binary apart.
     let bin = ws.join("rel");
     std::fs::copy(common::target_dir().join("debug/rel"), &bin).expect("copy binary");
@@ -1125,6 +1133,51 @@ fn two_instances_share_the_work_without_duplicates(broker: &str, port: u16) {
     assert!(b.terminate(), "instance b did not shut down cleanly");
 }
 
+/// Several relays publish one backlog with two batches each in flight:
+/// every key's events reach the broker in the order they were written.
+/// The other scenarios run one relay per instance, whose interleavings
+/// rarely show a race between relays; this one runs four relays in one
+/// process over 40,000 rows, three times. Redis only: the stream is the
+/// broker's log in append order, and the protocol is the same for every
+/// broker (it is the relay's SQL).
+fn relays_publish_each_key_in_order(broker: &str, _port: u16) {
+    const ROWS: usize = 40_000;
+    let _g = serial();
+    require_services(broker);
+    let bin = binary(broker);
+    let example = bin.with_file_name("relays");
+    std::fs::copy(common::target_dir().join("debug/examples/relays"), &example)
+        .expect("copy the relays example");
+    for round in 1..=3 {
+        fresh_database();
+        purge_queues(broker);
+        let offset = begin(ROWS);
+        let mut relays = Command::new(&example)
+            .env(broker_info(broker).2, url(broker, broker_info(broker).1))
+            .env(
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{DB}"),
+            )
+            .env("ROWS", ROWS.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the relays");
+        let mut out = BufReader::new(relays.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("relays output");
+        assert_eq!(line.trim(), "relays running", "the relays did not start");
+        let start = Instant::now();
+        seed(ROWS, offset as usize);
+        let status = relays.wait().expect("relays");
+        assert!(status.success(), "the relays failed: {status}");
+        eprintln!(
+            "reliability[{broker}/relays]: round {round}: {ROWS} rows published by 4 relays in {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
+        assert_published_in_key_order("rel.item", ROWS);
+    }
+}
+
 /// Every key's events appear in `stream` in the order they were enqueued
 /// (`data.n` ascending per `data.item_id`), and all `expected` are there.
 fn assert_published_in_key_order(stream: &str, expected: usize) {
@@ -1202,7 +1255,8 @@ mod redis {
         sigkill_mid_stream_loses_nothing,
         poison_messages_go_to_the_dead_letter_queue,
         retries_back_off_then_dead_letter_then_replay,
-        two_instances_share_the_work_without_duplicates);
+        two_instances_share_the_work_without_duplicates,
+        relays_publish_each_key_in_order);
 }
 
 // Kafka runs on tansu, whose only storage that works here is in memory: a

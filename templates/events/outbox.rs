@@ -83,24 +83,28 @@ pub struct Relay {
 
 /// The oldest `$1` unpublished rows (the window) but those of the batch
 /// in flight (`$2`), then among them the rows whose key this transaction
-/// can lock. The window bounds the
-/// advisory locks taken to one batch: locking the key of every unpublished
-/// row overflowed PostgreSQL's lock table (`out of shared memory`) once the
-/// backlog held a few thousand keys, and cost O(backlog) per batch. An
-/// earlier row of a key is always in the window when a later one is, so
-/// one key's rows are still published in order.
+/// can lock. Each key is tried once: tried per row, a key whose holder
+/// committed between two of its rows was refused for the earlier row and
+/// granted for the later one, which was then published first. The window
+/// bounds the advisory locks taken to one batch: locking the key of every
+/// unpublished row overflowed PostgreSQL's lock table (`out of shared
+/// memory`) once the backlog held a few thousand keys, and cost O(backlog)
+/// per batch. An earlier row of a key is always in the window when a later
+/// one is, so one key's rows are still published in order.
 const SELECT_BATCH: &str = "
     WITH window_ AS MATERIALIZED (
         SELECT seq, aggregatetype, aggregateid FROM evgen_outbox
         WHERE published_at IS NULL AND seq <> ALL($2::bigint[])
         ORDER BY seq
         LIMIT $1
-    ), keyed AS MATERIALIZED (
-        SELECT seq FROM window_
+    ), keys AS MATERIALIZED (
+        SELECT DISTINCT aggregatetype, aggregateid FROM window_
+    ), locked AS MATERIALIZED (
+        SELECT aggregatetype, aggregateid FROM keys
         WHERE pg_try_advisory_xact_lock(hashtext('evgen_outbox:' || aggregatetype || ':' || aggregateid))
     )
     SELECT seq, payload FROM evgen_outbox
-    WHERE seq = ANY(ARRAY(SELECT seq FROM keyed))
+    WHERE seq = ANY(ARRAY(SELECT seq FROM window_ JOIN locked USING (aggregatetype, aggregateid)))
       AND published_at IS NULL
     ORDER BY seq
     FOR UPDATE SKIP LOCKED";
