@@ -53,20 +53,38 @@ const ALL_KINDS: &[&str] = &["publish", "publish-nv", "consume", "relay", "laten
 /// A phase that takes longer than this is reported as failed.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
+const USAGE: &str = "usage: evgen-bench-runtime run [--brokers a,b] [--runs N] [--count N] \
+    [--batch N] [--latency-secs S] [--rate R] [--only publish,publish-nv,consume,relay,latency]";
+
+/// The options `run` and `phase` take, each with a value.
+const OPTIONS: [&str; 7] = [
+    "--brokers",
+    "--runs",
+    "--count",
+    "--batch",
+    "--latency-secs",
+    "--rate",
+    "--only",
+];
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
-        Some("run") => run(&args[1..]),
-        Some("phase") => phase(&args[1..]),
+        Some("run") if options_ok(&args[1..]) => run(&args[1..]),
+        Some("phase") if args.len() >= 3 && options_ok(&args[3..]) => phase(&args[1..]),
         _ => {
-            eprintln!(
-                "usage: evgen-bench-runtime run [--brokers a,b] [--runs N] [--count N] [--batch N] \
-                 [--latency-secs S] [--rate R] [--only publish,publish-nv,consume,relay,latency]"
-            );
+            eprintln!("{USAGE}");
             2
         }
     };
     std::process::exit(code);
+}
+
+/// Every argument is a known option followed by its value (so `--help`
+/// or a typo stops here instead of starting a run).
+fn options_ok(args: &[String]) -> bool {
+    args.chunks(2)
+        .all(|pair| pair.len() == 2 && OPTIONS.contains(&pair[0].as_str()))
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
