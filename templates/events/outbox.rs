@@ -18,6 +18,12 @@ use ::std::time::{Duration, Instant};
 
 /// Write `event` to the outbox inside `tx`. It is published after the
 /// transaction commits, and never if it rolls back.
+///
+/// One key's events are published in the order their rows were written.
+/// Transactions that write events of one key concurrently must take turns
+/// on that key (lock the aggregate's row first, as most writes of an
+/// aggregate do): otherwise a transaction that wrote first but commits
+/// last has its event published after the other's.
 pub async fn enqueue<E: crate::Event>(
     tx: &::tokio_postgres::Transaction<'_>,
     event: &E,
@@ -81,22 +87,26 @@ pub struct Relay {
     retention: Duration,
 }
 
-/// The oldest `$1` unpublished rows (the window) but those of the batch
-/// in flight (`$2`), then among them the rows whose key this transaction
-/// can lock. Each key is tried once: tried per row, a key whose holder
-/// committed between two of its rows was refused for the earlier row and
-/// granted for the later one, which was then published first. The window
-/// bounds the advisory locks taken to one batch: locking the key of every
+/// The oldest `$1` unpublished rows plus as many as the batch in flight
+/// holds (`$2`: its rows are in the window but their keys are taken), then
+/// among them the rows whose key this transaction can lock. Each key is
+/// tried once: tried per row, a key whose holder committed between two of
+/// its rows was refused for the earlier row and granted for the later one,
+/// which was then published first. The batch in flight's rows are not
+/// excluded by `seq`: a transaction that fails (a statement error, its
+/// session killed) releases its keys at once, and its rows must then be
+/// taken again before any later row of their keys. The window bounds the
+/// advisory locks taken to about two batches: locking the key of every
 /// unpublished row overflowed PostgreSQL's lock table (`out of shared
-/// memory`) once the backlog held a few thousand keys, and cost O(backlog)
-/// per batch. An earlier row of a key is always in the window when a later
-/// one is, so one key's rows are still published in order.
+/// memory`) once the backlog held a few thousand keys, and cost
+/// O(backlog) per batch. An earlier row of a key is always in the window
+/// when a later one is, so one key's rows are published in order.
 const SELECT_BATCH: &str = "
     WITH window_ AS MATERIALIZED (
         SELECT seq, aggregatetype, aggregateid FROM evgen_outbox
-        WHERE published_at IS NULL AND seq <> ALL($2::bigint[])
+        WHERE published_at IS NULL
         ORDER BY seq
-        LIMIT $1
+        LIMIT $1::bigint + $2::bigint
     ), keys AS MATERIALIZED (
         SELECT DISTINCT aggregatetype, aggregateid FROM window_
     ), locked AS MATERIALIZED (
@@ -107,6 +117,7 @@ const SELECT_BATCH: &str = "
     WHERE seq = ANY(ARRAY(SELECT seq FROM window_ JOIN locked USING (aggregatetype, aggregateid)))
       AND published_at IS NULL
     ORDER BY seq
+    LIMIT $1
     FOR UPDATE SKIP LOCKED";
 
 impl Relay {
@@ -191,8 +202,7 @@ impl Relay {
     /// Publish batches until a look finds nothing or `shutdown` resolves
     /// (then `stopped` is set); returns the rows published. Two batches
     /// are in flight: the next one is selected while the current one is
-    /// published, skipping the current one's rows, whose keys the current
-    /// transaction still holds. A batch that published commits at once
+    /// published, skipping the keys the current transaction still holds. A batch that published commits at once
     /// (its rows' order on the broker is settled). A batch that failed
     /// rolls back only once the next batch has selected (its keys are then
     /// taken) or has been stopped before publishing anything, so no later
@@ -204,7 +214,7 @@ impl Relay {
     ) -> Result<usize, crate::Error> {
         use ::futures_util::FutureExt as _;
         let mut total = 0;
-        let mut current = self.start(Vec::new());
+        let mut current = self.start(0);
         let Ok(mut seqs) = (&mut current.selected).await else {
             return current.finish().await;
         };
@@ -213,7 +223,7 @@ impl Relay {
                 *stopped = true;
                 return current.finish().await.map(|n| total + n);
             }
-            let mut next = self.start(seqs);
+            let mut next = self.start(seqs.len());
             let selected = ::tokio::select! {
                 biased;
                 selected = &mut next.selected => selected,
@@ -246,8 +256,9 @@ impl Relay {
         current.finish().await.map(|n| total + n)
     }
 
-    /// Start a batch that skips the rows `in_flight` (see [`Relay::drain`]).
-    fn start(&self, in_flight: Vec<i64>) -> Batch {
+    /// Start a batch while one of `in_flight` rows is being published (see
+    /// [`Relay::drain`]).
+    fn start(&self, in_flight: usize) -> Batch {
         let (selected_tx, selected) = ::tokio::sync::oneshot::channel();
         let (failed_tx, failed) = ::tokio::sync::oneshot::channel();
         let (finish, may_finish) = ::tokio::sync::oneshot::channel();
@@ -310,18 +321,19 @@ impl Batch {
     }
 }
 
-/// Select one batch in order (skipping `in_flight`), report the selection,
+/// Select one batch in order (its window widened by `in_flight`), report the selection,
 /// publish it and mark it, then commit; a failed batch rolls back only when
 /// allowed (see [`Relay::drain`]). Returns the rows published.
 async fn publish_batch(
     pool: crate::db::Pool,
     publisher: crate::Publisher,
     size: i64,
-    in_flight: Vec<i64>,
+    in_flight: usize,
     signals: Signals,
 ) -> Result<usize, crate::Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    let in_flight = i64::try_from(in_flight).unwrap_or(i64::MAX);
     let rows = tx.query(SELECT_BATCH, &[&size, &in_flight]).await?;
     let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
     let mut envelopes = Vec::with_capacity(rows.len());
