@@ -87,26 +87,30 @@ pub struct Relay {
     retention: Duration,
 }
 
-/// The oldest `$1` unpublished rows plus as many as the batch in flight
-/// holds (`$2`: its rows are in the window but their keys are taken), then
-/// among them the rows whose key this transaction can lock. Each key is
-/// tried once: tried per row, a key whose holder committed between two of
-/// its rows was refused for the earlier row and granted for the later one,
-/// which was then published first. The batch in flight's rows are not
-/// excluded by `seq`: a transaction that fails (a statement error, its
-/// session killed) releases its keys at once, and its rows must then be
-/// taken again before any later row of their keys. The window bounds the
-/// advisory locks taken to about two batches: locking the key of every
-/// unpublished row overflowed PostgreSQL's lock table (`out of shared
-/// memory`) once the backlog held a few thousand keys, and cost
+/// The oldest `$1` unpublished rows of keys other than those of the batch
+/// in flight (its rows are `$2`), then among them the rows whose key this
+/// transaction can lock. Each key is tried once: tried per row, a key whose
+/// holder committed between two of its rows was refused for the earlier
+/// row and granted for the later one, which was then published first. The
+/// in-flight batch's keys are left out by name, not only by its locks: a
+/// transaction that fails (a statement error, its session killed) releases
+/// its locks at once, and a later row of its keys must not go before its
+/// rows are taken again (by the batch after this one, or another relay).
+/// The window bounds the advisory locks taken to one batch: locking the
+/// key of every unpublished row overflowed PostgreSQL's lock table (`out
+/// of shared memory`) once the backlog held a few thousand keys, and cost
 /// O(backlog) per batch. An earlier row of a key is always in the window
 /// when a later one is, so one key's rows are published in order.
 const SELECT_BATCH: &str = "
-    WITH window_ AS MATERIALIZED (
+    WITH busy AS MATERIALIZED (
+        SELECT DISTINCT aggregatetype, aggregateid FROM evgen_outbox
+        WHERE seq = ANY($2::bigint[])
+    ), window_ AS MATERIALIZED (
         SELECT seq, aggregatetype, aggregateid FROM evgen_outbox
         WHERE published_at IS NULL
+          AND (aggregatetype, aggregateid) NOT IN (SELECT aggregatetype, aggregateid FROM busy)
         ORDER BY seq
-        LIMIT $1::bigint + $2::bigint
+        LIMIT $1
     ), keys AS MATERIALIZED (
         SELECT DISTINCT aggregatetype, aggregateid FROM window_
     ), locked AS MATERIALIZED (
@@ -117,7 +121,6 @@ const SELECT_BATCH: &str = "
     WHERE seq = ANY(ARRAY(SELECT seq FROM window_ JOIN locked USING (aggregatetype, aggregateid)))
       AND published_at IS NULL
     ORDER BY seq
-    LIMIT $1
     FOR UPDATE SKIP LOCKED";
 
 impl Relay {
@@ -171,8 +174,11 @@ impl Relay {
                 }
                 break;
             }
-            match drained {
-                Ok(_) => backoff = Duration::from_millis(100),
+            let published = match drained {
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    n
+                }
                 Err(e) => {
                     ::tracing::warn!(error = %e, ?backoff, "outbox relay failed; retrying");
                     ::tokio::select! {
@@ -182,12 +188,18 @@ impl Relay {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
-            }
+            };
             if cleaned.elapsed() > Duration::from_secs(60) {
                 cleaned = Instant::now();
                 if let Err(e) = self.clean_up().await {
                     ::tracing::warn!(error = %e, "outbox clean-up failed");
                 }
+            }
+            if published > 0 {
+                // A drain ends when the next batch finds nothing, which
+                // also happens when every key in its window was taken by
+                // the batch before it (few keys): look again at once.
+                continue;
             }
             ::tokio::select! {
                 () = shutdown.as_mut() => break,
@@ -214,7 +226,7 @@ impl Relay {
     ) -> Result<usize, crate::Error> {
         use ::futures_util::FutureExt as _;
         let mut total = 0;
-        let mut current = self.start(0);
+        let mut current = self.start(Vec::new());
         let Ok(mut seqs) = (&mut current.selected).await else {
             return current.finish().await;
         };
@@ -223,7 +235,7 @@ impl Relay {
                 *stopped = true;
                 return current.finish().await.map(|n| total + n);
             }
-            let mut next = self.start(seqs.len());
+            let mut next = self.start(seqs);
             let selected = ::tokio::select! {
                 biased;
                 selected = &mut next.selected => selected,
@@ -256,9 +268,9 @@ impl Relay {
         current.finish().await.map(|n| total + n)
     }
 
-    /// Start a batch while one of `in_flight` rows is being published (see
+    /// Start a batch while the rows `in_flight` are being published (see
     /// [`Relay::drain`]).
-    fn start(&self, in_flight: usize) -> Batch {
+    fn start(&self, in_flight: Vec<i64>) -> Batch {
         let (selected_tx, selected) = ::tokio::sync::oneshot::channel();
         let (failed_tx, failed) = ::tokio::sync::oneshot::channel();
         let (finish, may_finish) = ::tokio::sync::oneshot::channel();
@@ -321,19 +333,19 @@ impl Batch {
     }
 }
 
-/// Select one batch in order (its window widened by `in_flight`), report the selection,
-/// publish it and mark it, then commit; a failed batch rolls back only when
-/// allowed (see [`Relay::drain`]). Returns the rows published.
+/// Select one batch in order (leaving out the keys of `in_flight`), report
+/// the selection, publish it and mark it, then commit; a failed batch rolls
+/// back only when allowed (see [`Relay::drain`]). Returns the rows
+/// published.
 async fn publish_batch(
     pool: crate::db::Pool,
     publisher: crate::Publisher,
     size: i64,
-    in_flight: usize,
+    in_flight: Vec<i64>,
     signals: Signals,
 ) -> Result<usize, crate::Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let in_flight = i64::try_from(in_flight).unwrap_or(i64::MAX);
     let rows = tx.query(SELECT_BATCH, &[&size, &in_flight]).await?;
     let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
     let mut envelopes = Vec::with_capacity(rows.len());
