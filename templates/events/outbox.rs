@@ -214,11 +214,10 @@ impl Relay {
     /// Publish batches until a look finds nothing or `shutdown` resolves
     /// (then `stopped` is set); returns the rows published. Two batches
     /// are in flight: the next one is selected while the current one is
-    /// published, skipping the keys the current transaction still holds. A batch that published commits at once
-    /// (its rows' order on the broker is settled). A batch that failed
-    /// rolls back only once the next batch has selected (its keys are then
-    /// taken) or has been stopped before publishing anything, so no later
-    /// row of a key can overtake an earlier one.
+    /// published, leaving out the current one's keys. A batch that
+    /// published commits at once (its rows' order on the broker is
+    /// settled). A batch that failed rolls back only once the next batch
+    /// has selected or has been stopped before publishing anything.
     async fn drain(
         &self,
         mut shutdown: ::std::pin::Pin<&mut impl Future<Output = ()>>,
