@@ -1168,7 +1168,17 @@ fn relays_publish_each_key_in_order(broker: &str, _port: u16) {
         assert_eq!(line.trim(), "relays running", "the relays did not start");
         let start = Instant::now();
         seed(ROWS, offset as usize);
-        let status = relays.wait().expect("relays");
+        let status = loop {
+            if let Some(status) = relays.try_wait().expect("relays") {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(240) {
+                let _ = relays.kill();
+                let _ = relays.wait();
+                panic!("the relays did not publish {ROWS} rows in 240 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(status.success(), "the relays failed: {status}");
         eprintln!(
             "reliability[{broker}/relays]: round {round}: {ROWS} rows published by 4 relays in {:.1}s",

@@ -141,8 +141,9 @@ macro_rules! generated_outbox {
             /// Enqueue `count` events (transactions of `batch` rows, untimed),
             /// then time the generated relay until every row is published.
             pub async fn relay(cfg: &Cfg) -> Result<Sample> {
-                // EVGEN_BENCH_RELAY_POOL=1 runs the relay without its second
-                // batch in flight (it needs a connection of its own).
+                // EVGEN_BENCH_RELAY_POOL=2 leaves the relay one connection
+                // (this phase holds the other for its progress query), so
+                // its second batch in flight waits for a free one.
                 let size = std::env::var("EVGEN_BENCH_RELAY_POOL")
                     .ok()
                     .and_then(|s| s.parse().ok())
