@@ -214,10 +214,9 @@ impl Relay {
     /// Publish batches until a look finds nothing or `shutdown` resolves
     /// (then `stopped` is set); returns the rows published. Two batches
     /// are in flight: the next one is selected while the current one is
-    /// published, leaving out the current one's keys. A batch that
-    /// published commits at once (its rows' order on the broker is
-    /// settled). A batch that failed rolls back only once the next batch
-    /// has selected or has been stopped before publishing anything.
+    /// published, leaving out the current one's keys by name, so it never
+    /// takes a later row of a key whose earlier rows the current batch may
+    /// still give back (a failed batch rolls back at once).
     async fn drain(
         &self,
         mut shutdown: ::std::pin::Pin<&mut impl Future<Output = ()>>,
@@ -235,17 +234,7 @@ impl Relay {
                 return current.finish().await.map(|n| total + n);
             }
             let mut next = self.start(seqs);
-            let selected = ::tokio::select! {
-                biased;
-                selected = &mut next.selected => selected,
-                Ok(()) = &mut current.failed => {
-                    // The next batch has not selected yet (it may be
-                    // waiting for a connection): stop it first.
-                    next.task.abort();
-                    let _ = (&mut next.task).await;
-                    return current.finish().await.map(|n| total + n);
-                }
-            };
+            let selected = (&mut next.selected).await;
             let done = current.finish().await;
             match (done, selected) {
                 (Ok(n), Ok(next_seqs)) => {
@@ -271,25 +260,14 @@ impl Relay {
     /// [`Relay::drain`]).
     fn start(&self, in_flight: Vec<i64>) -> Batch {
         let (selected_tx, selected) = ::tokio::sync::oneshot::channel();
-        let (failed_tx, failed) = ::tokio::sync::oneshot::channel();
-        let (finish, may_finish) = ::tokio::sync::oneshot::channel();
         let task = ::tokio::spawn(publish_batch(
             self.pool.clone(),
             self.publisher.clone(),
             self.batch,
             in_flight,
-            Signals {
-                selected: selected_tx,
-                failed: failed_tx,
-                may_finish,
-            },
+            selected_tx,
         ));
-        Batch {
-            task,
-            selected,
-            failed,
-            finish,
-        }
+        Batch { task, selected }
     }
 
     async fn clean_up(&self) -> Result<(), crate::Error> {
@@ -306,26 +284,15 @@ impl Relay {
     }
 }
 
-/// A batch in flight: its task, the rows it selected, word that it failed,
-/// and the signal that lets a failed one roll back.
+/// A batch in flight: its task and the rows it selected.
 struct Batch {
     task: ::tokio::task::JoinHandle<Result<usize, crate::Error>>,
     selected: ::tokio::sync::oneshot::Receiver<Vec<i64>>,
-    failed: ::tokio::sync::oneshot::Receiver<()>,
-    finish: ::tokio::sync::oneshot::Sender<()>,
-}
-
-/// The batch task's ends of [`Batch`]'s channels.
-struct Signals {
-    selected: ::tokio::sync::oneshot::Sender<Vec<i64>>,
-    failed: ::tokio::sync::oneshot::Sender<()>,
-    may_finish: ::tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Batch {
-    /// Let it end and wait for it: the rows it published.
+    /// Wait for it to end: the rows it published.
     async fn finish(self) -> Result<usize, crate::Error> {
-        let _ = self.finish.send(());
         self.task
             .await
             .map_err(|e| crate::Error::Database(format!("outbox batch task: {e}")))?
@@ -334,14 +301,13 @@ impl Batch {
 
 /// Select one batch in order (leaving out the keys of `in_flight`), report
 /// the selection, publish it and mark it, then commit; a failed batch rolls
-/// back only when allowed (see [`Relay::drain`]). Returns the rows
-/// published.
+/// back. Returns the rows published.
 async fn publish_batch(
     pool: crate::db::Pool,
     publisher: crate::Publisher,
     size: i64,
     in_flight: Vec<i64>,
-    signals: Signals,
+    selected: ::tokio::sync::oneshot::Sender<Vec<i64>>,
 ) -> Result<usize, crate::Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -354,7 +320,7 @@ async fn publish_batch(
             row.try_get::<_, ::tokio_postgres::types::Json<crate::Envelope>>(1)?;
         envelopes.push(envelope);
     }
-    let _ = signals.selected.send(seqs.clone());
+    let _ = selected.send(seqs.clone());
     if rows.is_empty() {
         return Ok(0);
     }
@@ -369,24 +335,12 @@ async fn publish_batch(
     );
     let publish = publisher.broker().publish_many(&envelopes);
     let (marked, published) = ::tokio::join!(mark, publish);
-    let failure = match (published, marked) {
-        (Ok(()), Ok(_)) => None,
-        (Err(e), _) => Some(e),
-        (Ok(()), Err(e)) => Some(e.into()),
-    };
-    match failure {
-        None => {
-            tx.commit().await?;
-            Ok(rows.len())
-        }
-        Some(e) => {
-            // Keep this batch's keys until the next batch has selected or
-            // been stopped; dropping `tx` then rolls back.
-            let _ = signals.failed.send(());
-            let _ = signals.may_finish.await;
-            Err(e)
-        }
-    }
+    // On failure dropping `tx` rolls back: the rows are published again
+    // later, in order (the next batch leaves their keys out by name).
+    published?;
+    marked?;
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 /// Wake the relay on `NOTIFY evgen_outbox`; reconnects when the
