@@ -336,8 +336,7 @@ impl Broker {
                 () = shutdown.as_mut() => break Ok(()),
                 next = messages.next() => match next {
                     Some(Ok((spec, message))) => {
-                        let js = self.js.clone();
-                        tasks.spawn(handle(dispatcher.clone(), js, spec, message, permit));
+                        tasks.spawn(handle(dispatcher.clone(), spec, message, permit));
                     }
                     Some(Err(e)) if matches!(e.kind(), pull::MessagesErrorKind::MissingHeartbeat) => {
                         // The stream asks again by itself.
@@ -460,7 +459,6 @@ async fn send(
 /// Handle one message and settle it.
 async fn handle<H: Handlers>(
     dispatcher: Arc<Dispatcher<H>>,
-    js: jetstream::Context,
     spec: &'static Spec,
     message: jetstream::Message,
     permit: ::tokio::sync::OwnedSemaphorePermit,
@@ -578,7 +576,7 @@ async fn handle<H: Handlers>(
             .header(H_EVENT, one_line(&event()))
             .header(H_SUBJECT, subject)
             .header(H_FIRST_FAILURE, first_failure);
-        if let Err(e) = send(&js, to, forward).await {
+        if let Err(e) = send(&message.context, to, forward).await {
             // Not forwarded: have it redelivered rather than lose it.
             ::tracing::warn!(event = %event(), error = %e, "could not forward the message; redelivering");
             let delay = RETRY_DELAYS_MS.first().copied().unwrap_or(1_000);
