@@ -201,8 +201,11 @@ impl Broker {
     /// now.
     pub async fn connect(url: &str) -> ::std::result::Result<Self, crate::Error> {
         let mut config = config(url);
+        // A publish returns once its batch is confirmed: lingering after the
+        // last message of a `_batch` call only delays it. 1 ms (librdkafka's
+        // default is 5) still groups what concurrent publishers send.
         if config.get("linger.ms").is_none() {
-            config.set("linger.ms", "5");
+            config.set("linger.ms", "1");
         }
         if config.get("message.timeout.ms").is_none() {
             config.set("message.timeout.ms", DELIVERY_TIMEOUT_MS);

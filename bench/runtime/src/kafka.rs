@@ -84,13 +84,17 @@ async fn cleanup(service: &str) -> Result<()> {
 }
 
 /// The same producer settings as the generated one (idempotent,
-/// `acks=all`, linger 5 ms), keyed, delivery reports pipelined per batch.
+/// `acks=all`, linger 1 ms or `KAFKA_CONFIG_LINGER_MS`, which the generated
+/// producer reads too), keyed, delivery reports pipelined per batch.
 async fn publish_raw(cfg: &Cfg) -> Result<Sample> {
     let producer: FutureProducer = config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "30000")
-        .set("linger.ms", "5")
+        .set(
+            "linger.ms",
+            std::env::var("KAFKA_CONFIG_LINGER_MS").unwrap_or_else(|_| "1".to_string()),
+        )
         .create()?;
     let items: Vec<raw::Item> = (0..cfg.count).map(raw::item).collect();
     let headers = || {
