@@ -7,7 +7,7 @@
 #
 #   bash bench/runtime.sh [--broker rabbitmq|nats|redis|kafka]... [--runs N]
 #                         [--count N] [--batch N] [--latency-secs S]
-#                         [--only publish,publish-nv,consume,relay,latency]
+#                         [--only publish,publish-nv,consume,consume-nv,relay,latency]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -327,12 +327,15 @@ macro_rules! broker_phases {
                     gen_direct::declare().await?;
                     publish_raw(cfg).await
                 }
-                "consume-gen" => {
+                // `consume-nv`: the same pair, the raw side not validating.
+                "consume-gen" | "consume-nv-gen" => {
                     reset($direct).await?;
                     gen_direct::prefill(cfg).await?;
                     gen_direct::consume(cfg).await
                 }
-                "consume-raw" => {
+                "consume-raw" | "consume-nv-raw" => {
+                    crate::raw::VALIDATE
+                        .store(name == "consume-raw", std::sync::atomic::Ordering::Relaxed);
                     reset($direct).await?;
                     gen_direct::prefill(cfg).await?;
                     consume_raw(cfg).await

@@ -49,12 +49,19 @@ pub fn database_url() -> String {
 }
 
 const ALL_BROKERS: &[&str] = &["rabbitmq", "nats", "redis", "kafka"];
-const ALL_KINDS: &[&str] = &["publish", "publish-nv", "consume", "relay", "latency"];
+const ALL_KINDS: &[&str] = &[
+    "publish",
+    "publish-nv",
+    "consume",
+    "consume-nv",
+    "relay",
+    "latency",
+];
 /// A phase that takes longer than this is reported as failed.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 const USAGE: &str = "usage: evgen-bench-runtime run [--brokers a,b] [--runs N] [--count N] \
-    [--batch N] [--latency-secs S] [--rate R] [--only publish,publish-nv,consume,relay,latency]";
+    [--batch N] [--latency-secs S] [--rate R] [--only publish,publish-nv,consume,consume-nv,relay,latency]";
 
 /// The options `run` and `phase` take, each with a value.
 const OPTIONS: [&str; 7] = [
@@ -215,7 +222,7 @@ fn run(args: &[String]) -> i32 {
         let before = load();
         eprintln!("==> {broker}: {runs} runs, load {before}");
         let mut pairs: Vec<(&str, Runs, Runs)> = Vec::new();
-        for kind in ["publish", "publish-nv", "consume"] {
+        for kind in ["publish", "publish-nv", "consume", "consume-nv"] {
             if only.iter().any(|o| o == kind) {
                 pairs.push((kind, Vec::new(), Vec::new()));
             }

@@ -4,7 +4,10 @@
 //! event's JSON Schema with a validator compiled once (the issue's "same
 //! guarantees": persistent, confirmed, schema-validated); the
 //! `publish-nv` phases leave validation out, to show what it costs. Raw
-//! consumers decode into the typed payload and do not validate.
+//! consumers do as the generated subscriber does: decode the envelope with
+//! its payload as JSON, validate the payload with the same validator, then
+//! type it; the `consume-nv` phases only type the payload, without
+//! validating.
 
 #![allow(dead_code)]
 
@@ -74,7 +77,8 @@ pub fn body(item: &Item) -> Vec<u8> {
     body_with_id(item).1
 }
 
-/// Whether the raw publishers validate payloads (set once per phase).
+/// Whether the raw publishers and consumers validate payloads (set once
+/// per phase).
 pub static VALIDATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// The event's schema, compiled once (the same file the generated crates
@@ -118,9 +122,33 @@ pub fn body_with_id(item: &Item) -> (String, Vec<u8>) {
     (id, serde_json::to_vec(&out).expect("serialize"))
 }
 
-/// Decode a message body the way a raw consumer would (typed, no schema).
+/// The envelope with its payload as JSON, for validating it.
+#[derive(Debug, Deserialize)]
+struct InJson {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    time: chrono::DateTime<chrono::Utc>,
+    data: serde_json::Value,
+}
+
+/// Decode a message body the way a raw consumer would: typed, after
+/// validating the payload against the schema when [`VALIDATE`] is set.
+/// `None` for a body that does not decode or validate.
 pub fn decode(body: &[u8]) -> Option<In> {
-    serde_json::from_slice(body).ok()
+    if !VALIDATE.load(std::sync::atomic::Ordering::Relaxed) {
+        return serde_json::from_slice(body).ok();
+    }
+    let envelope: InJson = serde_json::from_slice(body).ok()?;
+    if !validator().is_valid(&envelope.data) {
+        return None;
+    }
+    Some(In {
+        id: envelope.id,
+        kind: envelope.kind,
+        time: envelope.time,
+        data: Item::deserialize(&envelope.data).ok()?,
+    })
 }
 
 /// Counts handled messages and wakes the waiter at the target.
