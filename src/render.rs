@@ -704,6 +704,9 @@ struct PublisherTpl<'a> {
 struct SubscriberTpl<'a> {
     header: String,
     postgres: bool,
+    /// The broker redelivers a message whose handler runs long unless the
+    /// consumer keeps it (NATS: progress acks; Redis: claims).
+    keeps_deliveries: bool,
     consumed: Vec<EventView<'a>>,
     all_delays: String,
 }
@@ -1026,6 +1029,7 @@ fn files_with(s: &Service, types_rs: impl FnOnce() -> String) -> Vec<File> {
             render(&SubscriberTpl {
                 header: h.clone(),
                 postgres: s.postgres,
+                keeps_deliveries: matches!(s.broker, Broker::Nats | Broker::Redis),
                 consumed: views(&|e| e.consumed.is_some()),
                 all_delays: all_delays
                     .iter()

@@ -511,17 +511,13 @@ async fn handle<H: Handlers>(
             }
         }
     } else {
-        // Push the ack deadline back while the handler runs (no timer is
-        // armed for a handler that finishes on its first poll).
-        let mut dispatch = ::std::pin::pin!(dispatcher.dispatch(&message.payload, attempt));
-        loop {
-            match ::tokio::time::timeout(PROGRESS_EVERY, &mut dispatch).await {
-                Ok(outcome) => break outcome,
-                Err(_) => {
-                    let _ = message.ack_with(AckKind::Progress).await;
-                }
-            }
-        }
+        // Push the ack deadline back while the handler runs.
+        let progress = || async {
+            let _ = message.ack_with(AckKind::Progress).await;
+        };
+        dispatcher
+            .dispatch_keeping(&message.payload, attempt, PROGRESS_EVERY, progress)
+            .await
     };
     // What only a failure needs (names, times, forward) is worked out
     // only for one.
@@ -576,7 +572,9 @@ async fn handle<H: Handlers>(
             .header(H_EVENT, one_line(&event()))
             .header(H_SUBJECT, subject)
             .header(H_FIRST_FAILURE, first_failure);
-        if let Err(e) = send(&message.context, to, forward).await {
+        // Boxed: only a failure forwards, and a publish is a large future
+        // that every message's task would otherwise carry.
+        if let Err(e) = ::std::boxed::Box::pin(send(&message.context, to, forward)).await {
             // Not forwarded: have it redelivered rather than lose it.
             ::tracing::warn!(event = %event(), error = %e, "could not forward the message; redelivering");
             let delay = RETRY_DELAYS_MS.first().copied().unwrap_or(1_000);

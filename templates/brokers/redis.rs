@@ -210,7 +210,9 @@ impl Broker {
         }
         // Tasks that find it missing at once may each open one; the last
         // one stays shared, the others serve their own command and close.
-        let conn = self.open(Duration::from_secs(5)).await?;
+        // Boxed: opening a connection is a large future, and every future
+        // awaiting this one (one per message being settled) would carry it.
+        let conn = ::std::boxed::Box::pin(self.open(Duration::from_secs(5))).await?;
         *self.shared() = Some(conn.clone());
         Ok(conn)
     }
@@ -317,7 +319,7 @@ impl Broker {
         self.declare_topology().await?;
         let promoter = ::tokio::spawn(promote(self.clone()));
         let permits = Arc::new(::tokio::sync::Semaphore::new(PREFETCH));
-        let streams: ::std::vec::Vec<&str> =
+        let streams: ::std::vec::Vec<&'static str> =
             STREAMS.iter().copied().chain([RETRY_STREAM]).collect();
         let consumer = self.inner.consumer.as_str();
         ::tracing::info!(
@@ -341,7 +343,7 @@ impl Broker {
             };
             let free = permits.available_permits() + 1;
             drop(first);
-            let mut entries = ::std::vec::Vec::new();
+            let mut entries = ::std::vec::Vec::with_capacity(free);
             if ::tokio::time::Instant::now() >= next_claim {
                 next_claim = ::tokio::time::Instant::now() + CLAIM_EVERY;
                 match self.claim(&streams, free).await {
@@ -370,8 +372,12 @@ impl Broker {
                 match read {
                     Ok(reply) => {
                         for key in reply.unwrap_or_default().keys {
+                            // Only streams it was asked for.
+                            let Some(stream) = streams.iter().find(|s| **s == key.key) else {
+                                continue;
+                            };
                             for entry in key.ids {
-                                entries.push((key.key.clone(), entry, 1));
+                                entries.push((*stream, entry, 1));
                             }
                         }
                     }
@@ -407,10 +413,9 @@ impl Broker {
     /// with nothing pending (crashed instances).
     async fn claim(
         &self,
-        streams: &[&str],
+        streams: &[&'static str],
         count: usize,
-    ) -> ::std::result::Result<::std::vec::Vec<(::std::string::String, StreamId, u64)>, crate::Error>
-    {
+    ) -> ::std::result::Result<::std::vec::Vec<(&'static str, StreamId, u64)>, crate::Error> {
         let mut conn = self.conn().await?;
         let mut out = ::std::vec::Vec::new();
         for stream in streams {
@@ -443,7 +448,7 @@ impl Broker {
                     .await?;
                 let deliveries = pending.first().map_or(1, |p| p.3);
                 ::tracing::warn!(stream, id = %entry.id, deliveries, "took over a pending entry");
-                out.push((stream.to_string(), entry, deliveries));
+                out.push((*stream, entry, deliveries));
             }
             let _: usize = ::redis::Script::new(FORGET)
                 .key(*stream)
@@ -584,7 +589,7 @@ async fn promote(broker: Broker) {
 async fn handle<H: Handlers>(
     dispatcher: Arc<Dispatcher<H>>,
     broker: Broker,
-    stream: ::std::string::String,
+    stream: &'static str,
     entry: StreamId,
     deliveries: u64,
     _permit: ::tokio::sync::OwnedSemaphorePermit,
@@ -593,7 +598,7 @@ async fn handle<H: Handlers>(
     let own = stream == RETRY_STREAM;
     if !own && !crate::CONSUMES.contains(&kind.as_str()) {
         // Another event of the same topic: not for this service.
-        settle(&broker, &stream, &entry.id, None).await;
+        settle(&broker, stream, &entry.id, None).await;
         return;
     }
     let body: ::std::vec::Vec<u8> = entry.get(F_BODY).unwrap_or_default();
@@ -611,21 +616,17 @@ async fn handle<H: Handlers>(
             error: format!("delivered {deliveries} times without being settled"),
         }
     } else {
-        // Keep the entry from being claimed while the handler runs (no
-        // timer is armed for a handler that finishes on its first poll).
-        let mut dispatch = ::std::pin::pin!(dispatcher.dispatch(&body, attempt));
+        // Keep the entry from being claimed while the handler runs.
         let every = Duration::from_millis(CLAIM_IDLE_MS / 3);
-        loop {
-            match ::tokio::time::timeout(every, &mut dispatch).await {
-                Ok(outcome) => break outcome,
-                Err(_) => touch(&broker, &stream, &entry.id).await,
-            }
-        }
+        let keep = || touch(&broker, stream, &entry.id);
+        dispatcher
+            .dispatch_keeping(&body, attempt, every, keep)
+            .await
     };
     // What only a failure needs is worked out only for one.
     let first_failure =
         || text(&entry, F_FIRST_FAILURE).unwrap_or_else(|| ::chrono::Utc::now().to_rfc3339());
-    let origin = || text(&entry, F_STREAM).unwrap_or_else(|| stream.clone());
+    let origin = || text(&entry, F_STREAM).unwrap_or_else(|| stream.to_string());
     let forward = match &outcome {
         Outcome::Ack => None,
         Outcome::Retry {
@@ -682,7 +683,7 @@ async fn handle<H: Handlers>(
             None
         }
     };
-    settle(&broker, &stream, &entry.id, forward).await;
+    settle(&broker, stream, &entry.id, forward).await;
 }
 
 /// Reset the idle time of an entry this consumer is working on.
@@ -714,27 +715,31 @@ async fn settle(
     id: &str,
     forward: ::std::option::Option<::redis::Cmd>,
 ) {
-    let mut pipe = ::redis::pipe();
-    let alone = forward.is_none() && stream != RETRY_STREAM;
-    if !alone {
-        pipe.atomic();
-    }
-    if let Some(cmd) = forward {
-        pipe.add_command(cmd).ignore();
-    }
-    pipe.cmd("XACK")
-        .arg(stream)
-        .arg(crate::SERVICE)
-        .arg(id)
-        .ignore();
-    if stream == RETRY_STREAM {
-        pipe.cmd("XDEL").arg(stream).arg(id).ignore();
-    }
+    let mut ack = ::redis::cmd("XACK");
+    ack.arg(stream).arg(crate::SERVICE).arg(id);
     let settled = match broker.conn().await {
-        Ok(mut conn) => match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(broker.check(e).await),
-        },
+        Ok(mut conn) => {
+            let sent = if forward.is_none() && stream != RETRY_STREAM {
+                // A plain ack: one command (a one-command pipeline costs
+                // more).
+                ack.query_async::<i64>(&mut conn).await.map(drop)
+            } else {
+                let mut pipe = ::redis::pipe();
+                pipe.atomic();
+                if let Some(cmd) = forward {
+                    pipe.add_command(cmd).ignore();
+                }
+                pipe.add_command(ack).ignore();
+                if stream == RETRY_STREAM {
+                    pipe.cmd("XDEL").arg(stream).arg(id).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
+            };
+            match sent {
+                Ok(()) => Ok(()),
+                Err(e) => Err(broker.check(e).await),
+            }
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = settled {

@@ -235,6 +235,33 @@ pub(crate) struct Dispatcher<H> {
 }
 
 impl<H: Handlers> Dispatcher<H> {
+{%- if keeps_deliveries %}
+    /// [`Dispatcher::dispatch`], calling `keep` every `every` while the
+    /// handler runs (to push back the broker's redelivery of the message);
+    /// no timer is armed for a handler that finishes on its first poll.
+    /// Its own function, so that a consumer task's future holds this one
+    /// only while the handler runs, not also while it settles.
+    pub(crate) async fn dispatch_keeping<F, Fut>(
+        &self,
+        body: &[u8],
+        attempt: u32,
+        every: ::std::time::Duration,
+        mut keep: F,
+    ) -> Outcome
+    where
+        F: FnMut() -> Fut,
+        Fut: ::std::future::Future<Output = ()>,
+    {
+        let mut dispatch = ::std::pin::pin!(self.dispatch(body, attempt));
+        loop {
+            match ::tokio::time::timeout(every, &mut dispatch).await {
+                Ok(outcome) => return outcome,
+                // Boxed: rarely needed, and kept out of this future's size.
+                Err(_) => ::std::boxed::Box::pin(keep()).await,
+            }
+        }
+    }
+{% endif %}
     /// Decode, validate and hand one message to its handler; the caller
     /// settles the message according to the outcome.
     pub(crate) async fn dispatch(&self, body: &[u8], attempt: u32) -> Outcome {
